@@ -1,0 +1,56 @@
+"""The build configuration: every option of `ncaer build`, as one object."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    videos: str
+    out: str
+    segments: int = 5
+    pick: str = "random"
+    seed: int = 0
+    detector: str = "centerface"
+    detector_model: str | None = None
+    device: str = "auto"
+    det_size: int | None = None  # long side fed to the detector; None: the detector's default
+    threshold: float = 0.5
+    no_face: str = "keep"
+    mask: str = "box"
+    face_margin: float = 0.0
+    jpeg_quality: int = 95
+    decoder: str = "decord"
+    group_by: str | None = None
+    classes: tuple[str, ...] | None = None
+    workers: int = 2
+    timeout: float = 30.0  # seconds a clip may spend decoding before the fallback decoder takes over
+    limit: int | None = None
+    strict: bool = False
+
+    # Options that do not change what a finished build contains.
+    RUNTIME_ONLY = ("out", "workers", "timeout", "limit", "strict", "device")
+
+    def __post_init__(self):
+        if self.segments < 1:
+            raise ValueError("--segments must be at least 1")
+        if self.seed < 0:
+            raise ValueError("--seed must be non-negative")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError("--jpeg-quality must be in 1..100")
+        if self.face_margin < 0:
+            raise ValueError("--face-margin must be non-negative")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["classes"] = list(self.classes) if self.classes else None
+        return d
+
+    def fingerprint(self) -> str:
+        """Hash of the options that decide the dataset's content (resume refuses a mismatch)."""
+        content = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.RUNTIME_ONLY}
+        content["classes"] = list(self.classes) if self.classes else None
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
