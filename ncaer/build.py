@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import shutil
 import time
@@ -78,6 +79,9 @@ def plan_build(config: BuildConfig) -> Plan:
     readable: list[Clip] = []
     for c in clips:
         try:
+            if os.path.getsize(c.source_path) == 0:
+                rejected.append(Rejected(c.rel_path, "empty file (0 bytes)", c.split, c.label))
+                continue
             prints[c.rel_path] = fingerprint(c.source_path)
             readable.append(c)
         except OSError as e:
@@ -230,7 +234,8 @@ def run_build(
     jobs_started = time.time()
     with open(out / STATE_DIR / "journal.jsonl", "a", encoding="utf-8") as jf:
         outcomes = run_jobs(todo, config.workers, init_worker, (config, str(out / STATE_DIR / "tmp")), process_clip,
-                            timeout=config.timeout, on_ready=lambda info: worker_info.update(info or {}))
+                            timeout=config.timeout, on_ready=lambda info: worker_info.update(info or {}),
+                            log_dir=str(out / STATE_DIR))
         for outcome in outcomes:
             record = _record(outcome)
             jf.write(_json_safe(record))

@@ -110,7 +110,7 @@ def build(videos, out, dry_run, overwrite, classes, **options):
             clock.setdefault("t0", time.time())
             clock.setdefault("done0", p["done"])
             dt = max(time.time() - clock["t0"], 1e-9)
-            rate = f"{(p['done'] - clock['done0']) / dt:.1f} clips/s {p['frames'] / dt:.0f} frames/s"
+            rate = f"{(p['done'] - clock['done0']) / dt:.1f} clips/s {p['frames'] / dt:.0f} sampled frames/s"
             bar.update(task, completed=p["done"], rate=rate, failed=p["failed"])
 
         try:

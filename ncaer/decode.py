@@ -1,16 +1,28 @@
 """Frame-exact video decoding with decord (default) and PyAV (fallback).
 
-"Frame i" always means the i-th frame the decoder outputs in presentation order.
-Both readers get there by decoding forward from the first frame, never by seeking:
-decord's `get_batch` seeks and was measured returning the wrong frames on MPEG-4
-AVI files with B-frames, where sequential reading is exact for every codec tested
-(tests/test_decode.py proves it with frames that carry their own index).
+"Frame i" is the i-th frame in presentation order. Both readers reach it by
+decoding forward from the start, never by seeking to an estimated position, and
+both are checked against the container's own index, read by demuxing the file
+(packets only, no decoding: about 2 ms for a CAER clip):
+
+- decord skips frames using an index it builds itself. On MPEG-4 AVI files with
+  B-frames that index is wrong (key frames misplaced, no timestamps) and decord
+  then returns the wrong frames. Its index is therefore compared with the
+  container's; on disagreement the file is handed to PyAV.
+- PyAV decodes once, checking that each decoded frame carries the timestamp the
+  container index gives its position. Where the decoder does not produce one
+  frame per packet (damaged or truncated data), it decodes the file a first time
+  to learn the real frames, then again to take the chosen ones.
+
+tests/test_decode.py proves exactness per codec with frames that carry their own
+index.
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -21,29 +33,84 @@ class DecodeError(RuntimeError):
     """The file cannot be decoded (empty, corrupt, no video stream...)."""
 
 
+class IndexMismatch(DecodeError):
+    """The decoder's frames do not match the container's index."""
+
+
 @dataclass
 class VideoInfo:
     n_frames: int
     timestamps: np.ndarray  # presentation time of each frame, seconds
     end_time: float  # when the last frame stops being shown
     fps: float
-    timestamp_source: str  # "container" or "fps" (container times missing or broken)
+    timestamp_source: str  # "container", "decoder" or "fps" (no usable timestamps)
     declared_frames: int  # frame count the container header claims (0: unknown)
+    keyframes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    pts: np.ndarray | None = None  # per-frame pts in stream time-base units, when known
 
 
 def _valid_times(times: np.ndarray) -> bool:
-    return bool(len(times) and np.isfinite(times).all() and times[0] >= -1e-3 and np.all(np.diff(times) > 0))
+    return bool(len(times) and np.isfinite(times).all() and np.all(np.diff(times) > 0))
 
 
-def declared_frames(path: str) -> int:
-    """Frame count written in the container header, without decoding (0 when unknown)."""
+@contextlib.contextmanager
+def _pyav_open(path: str):
     import av
 
     try:
-        with av.open(path, metadata_errors="ignore") as container:
-            return int(container.streams.video[0].frames) if container.streams.video else 0
-    except (av.FFmpegError, OSError):
-        return 0
+        container = av.open(path, metadata_errors="ignore")
+    except (av.FFmpegError, OSError) as e:
+        raise DecodeError(f"cannot open the file: {_first_line(e)}") from e
+    try:
+        if not container.streams.video:
+            raise DecodeError("no video stream")
+        stream = container.streams.video[0]
+        stream.thread_count = 1  # parallelism comes from the build's worker processes
+        yield container, stream
+    finally:
+        container.close()
+
+
+def _times_info(pts: list, durations: list, keys: list, tb: float, fps: float, declared: int,
+                source: str) -> VideoInfo:
+    """VideoInfo from per-frame pts (stream units, any order); frames 1/fps apart if pts are missing."""
+    n = len(pts)
+    if n == 0:
+        raise DecodeError("no video frames")
+    if all(p is not None for p in pts):
+        order = np.argsort(np.array(pts, dtype=np.int64), kind="stable")
+        sorted_pts = np.array(pts, dtype=np.int64)[order]
+        times = sorted_pts * tb
+        if _valid_times(times):
+            last = durations[order[-1]] * tb if durations[order[-1]] else (
+                float(np.median(np.diff(times))) if n > 1 else (1.0 / fps if fps > 0 else 0.0))
+            key_idx = np.flatnonzero(np.array(keys, dtype=bool)[order])
+            return VideoInfo(n, times, float(times[-1] + last), fps, source, declared, key_idx, sorted_pts)
+    if fps <= 0:
+        raise DecodeError("no usable frame timestamps and no frame rate")
+    # no per-frame times (AVI stores none): frames are 1/fps apart
+    return VideoInfo(n, np.arange(n) / fps, n / fps, fps, "fps", declared,
+                     np.flatnonzero(np.array(keys, dtype=bool)))
+
+
+def container_index(path: str) -> VideoInfo:
+    """The frames the container lists, from its packets alone (no decoding)."""
+    pts, durations, keys = [], [], []
+    with _pyav_open(path) as (container, stream):
+        tb = float(stream.time_base)
+        fps = float(stream.average_rate or stream.guessed_rate or 0)
+        declared = int(stream.frames)
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0:  # end-of-stream flush packet
+                    continue
+                pts.append(packet.pts if packet.pts is not None else packet.dts)
+                durations.append(packet.duration or 0)
+                keys.append(packet.is_keyframe)
+        except Exception as e:  # noqa: BLE001 - PyAV raises many error types for damaged data
+            if not pts:
+                raise DecodeError(f"cannot read the file: {_first_line(e)}") from e
+    return _times_info(pts, durations, keys, tb, fps, declared, "container")
 
 
 class DecordReader:
@@ -53,26 +120,21 @@ class DecordReader:
         import decord
 
         decord.logging.set_level(decord.logging.QUIET)
+        index = container_index(path)
         try:
-            # one decoding thread: parallelism comes from the build's worker processes
             self._vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
         except (decord.DECORDError, RuntimeError) as e:
             raise DecodeError(f"decord cannot open the file: {_first_line(e)}") from e
         n = len(self._vr)
-        if n == 0:
-            raise DecodeError("no video frames")
-        fps = float(self._vr.get_avg_fps())
-        times = self._vr.get_frame_timestamp(np.arange(n))
-        if _valid_times(times[:, 0]):
-            starts, end, source = times[:, 0].astype(np.float64), float(times[-1, 1]), "container"
-            if end <= starts[-1]:
-                end = starts[-1] + (1.0 / fps if fps > 0 else 0.0)
-        elif fps > 0:
-            # AVI has no per-frame times (decord then reports NOPTS): frames are 1/fps apart
-            starts, end, source = np.arange(n) / fps, n / fps, "fps"
-        else:
-            raise DecodeError("no frame timestamps and no frame rate")
-        self.info = VideoInfo(n, starts, end, fps, source, declared_frames(path))
+        if n != index.n_frames:
+            raise IndexMismatch(f"decord lists {n} frames, the container {index.n_frames}")
+        if index.timestamp_source == "container":
+            times = self._vr.get_frame_timestamp(np.arange(n))[:, 0]
+            if not np.allclose(times, index.timestamps, atol=2e-3):
+                raise IndexMismatch("decord's frame timestamps disagree with the container's")
+        if not np.array_equal(np.asarray(self._vr.get_key_indices()), index.keyframes):
+            raise IndexMismatch("decord's key-frame index disagrees with the container's")
+        self.info = index
 
     def read(self, indices: list[int]) -> list[np.ndarray]:
         """RGB frames at the given increasing indices, decoding forward from frame 0."""
@@ -83,104 +145,98 @@ class DecordReader:
             self._vr.seek(0)
             for i in indices:
                 if i > pos:
-                    self._vr.skip_frames(i - pos)  # decoded but not converted: cheap
+                    self._vr.skip_frames(i - pos)  # decoded, not converted to RGB: cheap
                 frames.append(self._vr.next().asnumpy())
                 pos = i + 1
         except (decord.DECORDError, RuntimeError, StopIteration) as e:
             raise DecodeError(f"decord failed reading frame {pos}: {_first_line(e)}") from e
         return frames
 
-    def close(self) -> None:
-        del self._vr
-
 
 class PyAVReader:
-    """Decodes twice: once for the frames' own timestamps, once to convert the chosen frames.
-
-    Only the fallback path pays the second decode; in return the frame count and
-    times are what the decoder produced, not what the container claims.
-    """
-
     name = "pyav"
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, decoded_times: bool = False):
+        """`decoded_times`: learn the frames by decoding (slow, for files whose index is off)."""
         self.path = path
-        self.error: str | None = None  # decoding stopped early (truncated or damaged file)
-        times: list[float | None] = []
-        fps = 0.0
-        try:
-            with _pyav_open(self.path) as (container, stream):
-                fps = float(stream.average_rate or stream.guessed_rate or 0)
-                declared = int(stream.frames)
+        self.error: str | None = None  # why decoding stopped early, if it did
+        self.info = self._decoded_index() if decoded_times else container_index(path)
+
+    def _decoded_index(self) -> VideoInfo:
+        pts, durations = [], []
+        with _pyav_open(self.path) as (container, stream):
+            tb = float(stream.time_base)
+            fps = float(stream.average_rate or stream.guessed_rate or 0)
+            declared = int(stream.frames)
+            try:
                 for frame in container.decode(stream):
-                    times.append(frame.time)
-        except DecodeError:
-            raise
-        except Exception as e:  # noqa: BLE001 - PyAV raises many error types for damaged data
-            if not times:
-                raise DecodeError(f"PyAV cannot decode the file: {_first_line(e)}") from e
-            self.error = f"decoding stopped after {len(times)} frames: {_first_line(e)}"
-        n = len(times)
-        if n == 0:
-            raise DecodeError("no video frames")
-        arr = np.array([np.nan if t is None else t for t in times], dtype=np.float64)
-        if _valid_times(arr):
-            step = float(np.median(np.diff(arr))) if n > 1 else (1.0 / fps if fps > 0 else 0.0)
-            starts, end, source = arr, float(arr[-1] + step), "container"
-        elif fps > 0:
-            starts, end, source = np.arange(n) / fps, n / fps, "fps"
-        else:
-            raise DecodeError("no frame timestamps and no frame rate")
-        self.info = VideoInfo(n, starts, end, fps, source, declared)
+                    pts.append(frame.pts)
+                    durations.append(getattr(frame, "duration", 0) or 0)
+            except Exception as e:  # noqa: BLE001
+                if not pts:
+                    raise DecodeError(f"cannot decode the file: {_first_line(e)}") from e
+                self.error = f"decoding stopped after {len(pts)} frames: {_first_line(e)}"
+        info = _times_info(pts, durations, [False] * len(pts), tb, fps, declared, "decoder")
+        if info.timestamp_source == "decoder" and not np.array_equal(info.pts, np.array(pts, dtype=np.int64)):
+            raise DecodeError("decoded frames are not in presentation order")
+        return info
 
     def read(self, indices: list[int]) -> list[np.ndarray]:
         wanted = set(indices)
         out: dict[int, np.ndarray] = {}
         last = max(indices)
-        try:
-            with _pyav_open(self.path) as (container, stream):
+        expected = self.info.pts
+        count = 0
+        with _pyav_open(self.path) as (container, stream):
+            try:
                 for i, frame in enumerate(container.decode(stream)):
+                    count = i + 1
+                    if expected is not None and frame.pts is not None and frame.pts != expected[i]:
+                        raise IndexMismatch(f"decoded frame {i} has pts {frame.pts}, the index says {expected[i]}")
                     if i in wanted:
                         out[i] = frame.to_ndarray(format="rgb24")
                     if i >= last:
                         break
-        except DecodeError:
-            raise
-        except Exception as e:  # noqa: BLE001
-            if len(out) < len(wanted):
-                raise DecodeError(f"PyAV failed before frame {last}: {_first_line(e)}") from e
+            except DecodeError:
+                raise
+            except Exception as e:  # noqa: BLE001
+                raise IndexMismatch(f"decoding stopped at frame {count}: {_first_line(e)}") from e
         if len(out) < len(wanted):
-            raise DecodeError(f"PyAV produced fewer frames on the second pass ({len(out)} of {len(wanted)} wanted)")
+            raise IndexMismatch(f"the decoder produced {count} frames, the index lists {self.info.n_frames}")
         return [out[i] for i in indices]
 
-    def close(self) -> None:
-        pass
+
+@dataclass
+class Decoded:
+    info: VideoInfo
+    picks: list  # whatever `choose` returned, for the frames read
+    frames: list[np.ndarray]
+    decoder: str
+    notes: list[str]
 
 
-@contextlib.contextmanager
-def _pyav_open(path: str):
-    import av
-
-    try:
-        container = av.open(path, metadata_errors="ignore")
-    except (av.FFmpegError, OSError) as e:
-        raise DecodeError(f"PyAV cannot open the file: {_first_line(e)}") from e
-    try:
-        if not container.streams.video:
-            raise DecodeError("no video stream")
-        stream = container.streams.video[0]
-        stream.thread_count = 1
-        yield container, stream
-    finally:
-        container.close()
-
-
-def open_video(path: str, backend: str):
+def decode_samples(path: str, backend: str, choose: Callable[[VideoInfo], list]) -> Decoded:
+    """Open `path`, let `choose(info)` pick frames (objects with .frame_index), read them exactly."""
+    notes: list[str] = []
     if backend == "decord":
-        return DecordReader(path)
-    if backend == "pyav":
-        return PyAVReader(path)
-    raise ValueError(f"unknown decoder {backend!r}; choose from {BACKENDS}")
+        reader = DecordReader(path)
+    elif backend == "pyav":
+        reader = PyAVReader(path)
+    else:
+        raise ValueError(f"unknown decoder {backend!r}; choose from {BACKENDS}")
+    picks = choose(reader.info)
+    try:
+        frames = reader.read([p.frame_index for p in picks]) if picks else []
+    except IndexMismatch as e:
+        if backend != "pyav":
+            raise
+        notes.append(f"pyav: {e}; frames re-indexed by decoding")
+        reader = PyAVReader(path, decoded_times=True)
+        picks = choose(reader.info)
+        frames = reader.read([p.frame_index for p in picks]) if picks else []
+    if getattr(reader, "error", None):
+        notes.append(reader.error)
+    return Decoded(reader.info, picks, frames, backend, notes)
 
 
 def _first_line(e: BaseException) -> str:

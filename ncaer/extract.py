@@ -14,7 +14,7 @@ from typing import Callable
 
 from .config import BuildConfig
 from .corpus import Clip
-from .decode import BACKENDS, DecodeError, open_video
+from .decode import BACKENDS, DecodeError, decode_samples
 from .detectors import Detector, create_detector
 from .render import encode_jpeg, face_crop, mask_face, pixel_box, write_atomic
 from .sampling import sample_segments
@@ -76,32 +76,31 @@ def process_clip(state: WorkerState, job: ClipJob, report: Report = lambda event
     cfg = state.config
     result = ClipResult()
     t0 = time.perf_counter()
-    frames = picks = info = None
+
+    def choose(info):
+        report("frames", info.n_frames)
+        return sample_segments(info.timestamps, info.end_time, cfg.segments, cfg.pick, cfg.seed, job.clip.video_id)
+
+    decoded = None
     for decoder in job.decoders:
         report("decoding", decoder)
         try:
-            reader = open_video(job.clip.source_path, decoder)
-            info = reader.info
-            report("frames", info.n_frames)
-            picks, n_segments = sample_segments(
-                info.timestamps, info.end_time, cfg.segments, cfg.pick, cfg.seed, job.clip.video_id
-            )
-            frames = reader.read([p.frame_index for p in picks])
-            reader.close()
-            result.decoder = decoder
+            decoded = decode_samples(job.clip.source_path, decoder, choose)
             break
         except DecodeError as e:
             result.problems.append(f"{decoder}: {e}")
         except MemoryError:
             result.problems.append(f"{decoder}: out of memory")
     result.seconds["decode"] = time.perf_counter() - t0
-    if frames is None:
+    if decoded is None:
         return result
+    info, picks, frames = decoded.info, decoded.picks, decoded.frames
+    n_segments = min(cfg.segments, info.n_frames)
+    result.decoder = decoded.decoder
+    result.problems.extend(decoded.notes)
     result.frames_decoded = info.n_frames
     if info.declared_frames > info.n_frames + 1:
         result.problems.append(f"truncated: {info.n_frames} of {info.declared_frames} declared frames decodable")
-    if getattr(reader, "error", None):
-        result.problems.append(reader.error)
     if info.n_frames < cfg.segments:
         result.problems.append(f"only {info.n_frames} frame(s): fewer than {cfg.segments} segments")
     height, width = frames[0].shape[:2]

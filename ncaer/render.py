@@ -54,9 +54,10 @@ def mask_face(frame: np.ndarray, box: tuple[int, int, int, int] | None, mode: st
     if mode == "box":
         out[y1:y2, x1:x2] = 0
     elif mode == "ellipse":
-        mask = np.zeros(frame.shape[:2], np.uint8)
-        cv2.ellipse(mask, (((x1 + x2 - 1) / 2, (y1 + y2 - 1) / 2), (x2 - x1, y2 - y1), 0), 255, -1)
-        out[mask > 0] = 0
+        # drawn in a box-sized canvas so no pixel outside the box is touched
+        mask = np.zeros((y2 - y1, x2 - x1), np.uint8)
+        cv2.ellipse(mask, (((x2 - x1 - 1) / 2, (y2 - y1 - 1) / 2), (x2 - x1, y2 - y1), 0), 255, -1)
+        out[y1:y2, x1:x2][mask > 0] = 0
     else:
         # strong enough that expression and identity are gone, mild at the edges
         region = out[y1:y2, x1:x2]

@@ -35,13 +35,14 @@ def sample_segments(
     pick: str = "random",
     seed: int = 0,
     video_id: str = "",
-) -> tuple[list[Pick], int]:
-    """Choose frames; returns the picks and the number of segments the clip was cut into.
+) -> list[Pick]:
+    """Choose frames: one per segment, or every frame of a clip shorter than `n_segments`.
 
     `timestamps` are the frames' presentation times in seconds, in presentation
     order; `end_time` is when the last frame stops being shown. A clip with fewer
-    frames than `n_segments` gives every frame, one segment each. A segment with no
-    frame in it (a long gap in a variable-frame-rate file) gives no sample.
+    frames than `n_segments` gives every frame, one segment each (the clip then
+    has min(n_frames, n_segments) segments). A segment with no frame in it (a
+    long gap in a variable-frame-rate file) gives no sample.
     """
     if pick not in PICK_MODES:
         raise ValueError(f"pick must be one of {PICK_MODES}, not {pick!r}")
@@ -50,9 +51,9 @@ def sample_segments(
     ts = np.asarray(timestamps, dtype=np.float64)
     n = len(ts)
     if n == 0:
-        return [], 0
+        return []
     if n <= n_segments:
-        return [Pick(i, i, float(ts[i])) for i in range(n)], n
+        return [Pick(i, i, float(ts[i])) for i in range(n)]
 
     start = ts[0]
     duration = max(end_time - start, 1e-9)
@@ -72,4 +73,4 @@ def sample_segments(
             middle = (bounds[s] + bounds[s + 1]) / 2
             i = int(members[np.argmin(np.abs(ts[members] - middle))])
         picks.append(Pick(s, i, float(ts[i])))
-    return picks, n_segments
+    return picks

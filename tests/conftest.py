@@ -1,0 +1,64 @@
+"""Shared fixtures: generated videos whose frames carry their own index and known face boxes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ncaer import synthetic
+
+
+def box_iou(a, b) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+@pytest.fixture(scope="session")
+def photos():
+    return synthetic.face_photos()
+
+
+@pytest.fixture(scope="session")
+def codec_videos(tmp_path_factory, photos):
+    """One 90-frame clip per codec, with a face; returns {codec: (path, true boxes per frame)}."""
+    root = tmp_path_factory.mktemp("codecs")
+    videos = {}
+    for i, (codec, (ext, _, _)) in enumerate(synthetic.CODECS.items()):
+        actor = synthetic.Actor(photos[i % 2], 90.0, (0.3, 0.5), (0.6, 0.45))
+        path = root / f"{codec}.{ext}"
+        boxes = synthetic.make_clip(path, n_frames=90, codec=codec, actors=(actor,), seed=i)
+        videos[codec] = (path, boxes)
+    return videos
+
+
+@pytest.fixture(scope="session")
+def vfr_video(tmp_path_factory):
+    """A variable-frame-rate H.264 clip: the first half at 10 fps, the second at 60 fps."""
+    path = tmp_path_factory.mktemp("vfr") / "vfr.mkv"
+    times = [i * 0.1 for i in range(30)] + [3.0 + i / 60 for i in range(60)]
+    frames, _ = synthetic.render_clip(len(times), size=(320, 240))
+    synthetic.write_video(path, frames, codec="h264", timestamps=times)
+    return path, np.array(times)
+
+
+def make_corpus(root: Path, layout: dict[str, dict[str, int]], photos, n_frames: int = 30,
+                size=(356, 200), seed: int = 0) -> dict[str, list]:
+    """CAER-layout corpus: layout = {split_folder: {Class: n_clips}}; returns true face boxes per rel path."""
+    rng = np.random.default_rng(seed)
+    truth = {}
+    number = 0
+    for split, classes in layout.items():
+        for label, n in classes.items():
+            for _ in range(n):
+                number += 1
+                rel = f"{split}/{label}/{number:04d}.avi"
+                (root / split / label).mkdir(parents=True, exist_ok=True)
+                actor = synthetic.Actor(photos[number % 2], float(rng.uniform(50, 70)), (0.35, 0.5), (0.6, 0.5))
+                truth[rel] = synthetic.make_clip(root / rel, n_frames=n_frames, size=size, actors=(actor,),
+                                                 seed=int(rng.integers(1 << 30)))
+    return truth

@@ -1,0 +1,258 @@
+"""`ncaer build` end to end on generated corpora whose frames and faces are known."""
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import box_iou, make_corpus
+
+from ncaer import synthetic
+from ncaer.build import BuildError, run_build
+from ncaer.config import BuildConfig
+from ncaer.manifest import COLUMNS, read_manifest
+
+LAYOUT = {"train": {"Happy": 3, "Sad": 3}, "validation": {"Happy": 1, "Sad": 1}, "test": {"Happy": 2, "Sad": 2}}
+REQUIRED = ["sample_id", "split", "label", "label_id", "video_id", "group", "source_path", "segment", "n_segments",
+            "frame_index", "timestamp_s", "width", "height", "face_x1", "face_y1", "face_x2", "face_y2",
+            "face_score", "n_faces", "detector", "image_path", "face_path", "context_path"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, photos):
+    root = tmp_path_factory.mktemp("caer")
+    return root, make_corpus(root, LAYOUT, photos)
+
+
+def config(videos, out, **kw):
+    kw.setdefault("workers", 2)
+    return BuildConfig(videos=str(videos), out=str(out), **kw)
+
+
+@pytest.fixture(scope="module")
+def reference(corpus, tmp_path_factory):
+    root, _ = corpus
+    return run_build(config(root, tmp_path_factory.mktemp("ref") / "out"))
+
+
+def tree_digest(out: Path) -> dict[str, str]:
+    return {str(p.relative_to(out)): hashlib.sha1(p.read_bytes()).hexdigest()
+            for sub in ("images", "crop", "faces", "context") for p in sorted((out / sub).rglob("*"))
+            if p.is_file()}
+
+
+def test_every_sample_is_the_frame_and_face_the_manifest_names(corpus, reference):
+    _, truth = corpus
+    out, m = reference.out, reference.manifest
+    assert list(m.columns) == list(COLUMNS) and set(REQUIRED) <= set(m.columns)
+    assert len(m) == 12 * 5 and m["has_face"].all()
+    assert sorted(m["split"].unique()) == ["test", "train", "val"]
+    for row in m.itertuples():
+        image = cv2.imread(str(out / row.image_path))
+        assert synthetic.read_index(image) == row.frame_index
+        assert row.timestamp_s == pytest.approx(row.frame_index / 30.0, abs=1e-3)
+        true_box = truth[row.source_path][row.frame_index][0]
+        box = (row.face_x1, row.face_y1, row.face_x2, row.face_y2)
+        assert box_iou(box, true_box) >= 0.5
+        assert (out / row.crop_path).read_text().strip() == ",".join(map(str, box))
+        face = cv2.imread(str(out / row.face_path))
+        assert face.shape[:2] == (row.face_y2 - row.face_y1, row.face_x2 - row.face_x1)
+        context = cv2.imread(str(out / row.context_path))
+        masked = context[row.face_y1:row.face_y2, row.face_x1:row.face_x2].astype(int)
+        assert masked[3:-3, 3:-3].max() <= 12 and masked.mean() < 4  # black, up to JPEG ringing at the edge
+        assert 0 <= row.segment < row.n_segments == 5
+    # segments are in order in time within each clip
+    for _, clip in m.groupby("video_id"):
+        assert clip.sort_values("segment")["frame_index"].is_monotonic_increasing
+
+
+def test_outputs_next_to_the_manifest(reference):
+    out = reference.out
+    pd.testing.assert_frame_equal(read_manifest(out), reference.manifest)
+    csv = pd.read_csv(out / "manifest.csv")
+    assert list(csv.columns) == list(COLUMNS) and len(csv) == len(reference.manifest)
+    summary = json.loads((out / "build.json").read_text())
+    assert summary["counts"]["per_split"] == {"train": 30, "val": 10, "test": 20}
+    assert summary["detector"]["provider"] == "CPUExecutionProvider"
+    assert summary["config"]["segments"] == 5 and "decord" in summary["versions"]
+    assert pd.read_csv(out / "failures.csv").empty
+    assert not (out / ".ncaer" / "tmp").exists()
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_same_dataset_whatever_the_worker_count(corpus, reference, tmp_path, workers):
+    root, _ = corpus
+    result = run_build(config(root, tmp_path / "out", workers=workers))
+    pd.testing.assert_frame_equal(result.manifest, reference.manifest)
+    assert tree_digest(result.out) == tree_digest(reference.out)
+
+
+def test_seed_and_pick_change_the_frames(corpus, reference, tmp_path):
+    root, _ = corpus
+    other = run_build(config(root, tmp_path / "s1", seed=1, workers=0)).manifest
+    assert (other["frame_index"].values != reference.manifest["frame_index"].values).any()
+    middle = run_build(config(root, tmp_path / "mid", pick="middle", workers=0)).manifest
+    assert set(middle["frame_index"]) == {3, 9, 15, 21, 27}
+
+
+def _journal_lines(out: Path) -> int:
+    path = out / ".ncaer" / "journal.jsonl"
+    return sum(1 for _ in open(path)) if path.exists() else 0
+
+
+@pytest.mark.parametrize("kill_after", [1, 6])
+def test_killed_build_resumes_to_the_same_result(corpus, reference, tmp_path, kill_after):
+    root, _ = corpus
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "ncaer.cli", "build", "--videos", str(root), "--out", str(out), "--workers", "1"]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while _journal_lines(out) < kill_after and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole group: parent, fork server and workers
+    proc.wait()
+    assert not (out / "manifest.parquet").exists()
+    done_before = _journal_lines(out)
+    assert 0 < done_before < 12
+    with open(out / ".ncaer" / "journal.jsonl", "a") as f:
+        f.write('{"key": "torn line of a killed write')  # a record cut short is ignored and redone
+    result = run_build(config(root, out))
+    assert result.summary["counts"]["clips_resumed"] == done_before
+    pd.testing.assert_frame_equal(result.manifest, reference.manifest)
+    assert tree_digest(out) == tree_digest(reference.out)
+    assert not list(out.rglob("*.part"))
+
+
+def test_resume_refuses_a_build_with_other_options(corpus, reference):
+    root, _ = corpus
+    with pytest.raises(BuildError, match="segments"):
+        run_build(config(root, reference.out, segments=3))
+
+
+def test_out_folder_that_is_not_a_build_is_refused(corpus, tmp_path):
+    (tmp_path / "thesis.tex").write_text("precious")
+    with pytest.raises(BuildError, match="not empty"):
+        run_build(config(corpus[0], tmp_path))
+    assert (tmp_path / "thesis.tex").exists()
+
+
+@pytest.fixture(scope="module")
+def bad_corpus(tmp_path_factory, photos):
+    root = tmp_path_factory.mktemp("bad")
+    make_corpus(root, {"train": {"Happy": 2}, "test": {"Happy": 1}}, photos)
+    happy = root / "train" / "Happy"
+    good = (happy / "0001.avi").read_bytes()
+    (happy / "empty.avi").write_bytes(b"")
+    (happy / "corrupt.avi").write_bytes(np.random.default_rng(0).bytes(50_000))
+    (happy / "truncated.avi").write_bytes(good[: len(good) * 6 // 10])
+    (happy / "text.mp4").write_text("not a video at all")
+    os.symlink(happy / "missing-target.avi", happy / "unreadable.avi")
+    frames, _ = synthetic.render_clip(1, size=(356, 200), actors=(synthetic.Actor(photos[0], 60, (.5, .5), (.5, .5)),))
+    synthetic.write_video(happy / "one_frame.avi", frames)
+    frames, _ = synthetic.render_clip(12, size=(301, 177), actors=(synthetic.Actor(photos[1], 60, (.5, .5), (.5, .5)),))
+    synthetic.write_video(happy / "odd_size.avi", frames, codec="mjpeg")
+    synthetic.write_video(happy / "tiny.avi", [np.full((8, 8, 3), 100, np.uint8)] * 8, codec="mjpeg")
+    return root
+
+
+def test_bad_inputs_are_reported_and_the_build_goes_on(bad_corpus, tmp_path):
+    result = run_build(config(bad_corpus, tmp_path / "out"))
+    f = result.failures
+    by_file = {p: g for p, g in f.groupby("source_path")}
+    for name in ("empty", "corrupt", "text", "tiny"):
+        rows = by_file[f"train/Happy/{name}.{'mp4' if name == 'text' else 'avi'}"]
+        assert (rows["outcome"] == "skipped").all() and rows["reason"].str.len().min() > 5
+    assert "unreadable" in by_file["train/Happy/unreadable.avi"]["reason"].iloc[0]
+    assert "frames too small" in " ".join(by_file["train/Happy/tiny.avi"]["reason"])
+    one = by_file["train/Happy/one_frame.avi"]
+    assert (one["outcome"] == "used").all() and "only 1 frame" in one["reason"].iloc[0]
+    truncated = by_file["train/Happy/truncated.avi"]
+    assert truncated["reason"].str.contains("truncated|stopped|damaged|fewer", regex=True).any()
+    m = result.manifest.set_index("source_path")
+    assert len(m.loc[["train/Happy/one_frame.avi"]]) == 1
+    odd = m.loc["train/Happy/odd_size.avi"]
+    assert (odd["width"] == 301).all() and (odd["height"] == 177).all() and len(odd) == 5
+    image = cv2.imread(str(result.out / odd["image_path"].iloc[0]))
+    assert image.shape[:2] == (177, 301)
+    assert synthetic.read_index(image) == odd["frame_index"].iloc[0]
+    assert len(m.loc[["train/Happy/0001.avi"]]) == 5  # good clips are untouched
+
+
+def test_strict_stops_at_the_first_failure(bad_corpus, tmp_path):
+    shutil.copytree(bad_corpus, tmp_path / "c", symlinks=True)
+    (tmp_path / "c" / "train" / "Happy" / "unreadable.avi").unlink()
+    with pytest.raises(BuildError, match="--strict"):
+        run_build(config(tmp_path / "c", tmp_path / "out", strict=True))
+
+
+def test_split_conflicts_are_resolved_and_reported(corpus, tmp_path):
+    root = tmp_path / "c"
+    shutil.copytree(corpus[0], root)
+    # a copy of a training clip hidden in test, and two clips of "show7" in train and val
+    shutil.copy(root / "train/Happy/0001.avi", root / "test/Happy/copy.avi")
+    shutil.move(root / "train/Sad/0004.avi", root / "train/Sad/show7_a.avi")
+    shutil.move(root / "validation/Sad/0008.avi", root / "validation/Sad/show7_b.avi")
+    result = run_build(config(root, tmp_path / "out", group_by=r"(show\d+)_"))
+    split_rows = result.failures[result.failures["stage"] == "split"].set_index("source_path")
+    assert set(split_rows.index) == {"test/Happy/copy.avi", "validation/Sad/show7_b.avi"}
+    assert "same file content" in split_rows.loc["test/Happy/copy.avi", "reason"]
+    assert "'show7' also gives frames to train" in split_rows.loc["validation/Sad/show7_b.avi", "reason"]
+    m = result.manifest
+    assert (m.groupby("group")["split"].nunique() == 1).all()
+    assert (m.groupby("source_fingerprint")["split"].nunique() == 1).all()
+    assert result.summary["counts"]["clips_removed_for_disjointness"] == 2
+
+
+@pytest.fixture(scope="module")
+def faceless_corpus(tmp_path_factory, photos):
+    root = tmp_path_factory.mktemp("faceless")
+    make_corpus(root, {"train": {"Happy": 1}}, photos)
+    frames, _ = synthetic.render_clip(30, size=(356, 200))  # scenery only
+    synthetic.write_video(root / "train" / "Happy" / "empty_room.avi", frames)
+    return root
+
+
+def test_no_face_keep(faceless_corpus, tmp_path):
+    result = run_build(config(faceless_corpus, tmp_path / "out", no_face="keep", workers=0))
+    m = result.manifest
+    room = m[m["source_path"] == "train/Happy/empty_room.avi"]
+    assert len(room) == 5 and not room["has_face"].any() and room["face_x1"].isna().all()
+    assert (room["face_path"] == "").all() and room["face_score"].isna().all()
+    row = room.iloc[0]
+    assert (result.out / row["crop_path"]).read_text() == ""
+    image = cv2.imread(str(result.out / row["image_path"]))
+    context = cv2.imread(str(result.out / row["context_path"]))
+    assert np.abs(image.astype(int) - context).max() == 0  # context left unmasked
+
+
+def test_no_face_drop(faceless_corpus, tmp_path):
+    result = run_build(config(faceless_corpus, tmp_path / "out", no_face="drop", workers=0))
+    assert result.manifest["has_face"].all() and len(result.manifest) == 5
+    reason = result.failures.set_index("source_path").loc["train/Happy/empty_room.avi", "reason"]
+    assert "no face found" in reason
+    assert result.summary["counts"]["frames_without_face_dropped"] == 5
+
+
+def test_csv_corpus(corpus, tmp_path):
+    root, _ = corpus
+    listing = tmp_path / "list.csv"
+    listing.write_text("path,label,split,group\n"
+                       f"{root}/train/Happy/0001.avi,joy,train,s1\n"
+                       f"{root}/train/Sad/0004.avi,gloom,train,s2\n"
+                       f"{root}/test/Sad/0011.avi,gloom,test,s2\n"
+                       f"{root}/test/Happy/0009.avi,joy,test,s3\n")
+    result = run_build(config(listing, tmp_path / "out", workers=0))
+    m = result.manifest
+    assert sorted(m["label"].unique()) == ["gloom", "joy"]
+    assert dict(zip(m["label"], m["label_id"])) == {"gloom": 0, "joy": 1}
+    assert set(m["group"]) == {"s1", "s2", "s3"} and len(m) == 15  # 0011 shares s2 with train: removed
+    assert (result.out / "images" / "test" / "joy").is_dir()
