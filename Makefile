@@ -23,6 +23,7 @@ test: install
 
 bench: install
 	$(BIN)/python benchmarks/bench_build.py
+	$(BIN)/python benchmarks/bench_leakage.py
 
 clean:
 	rm -rf $(VENV) demo

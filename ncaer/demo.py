@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .corpus import CAER_CLASSES
-from .synthetic import Actor, face_photos, render_clip, write_video
+from .synthetic import Actor, face_photos, mirrored, render_clip, write_video
 
 DEMO_SPLITS = {"train": 4, "validation": 1, "test": 2}  # clips per class
 
@@ -28,6 +28,7 @@ def make_demo_corpus(root: str | Path, n_frames: int = 60, size: tuple[int, int]
     """Write ROOT/{train,validation,test}/{Class}/NNNN.avi; returns ROOT."""
     root = Path(root)
     photos = face_photos()
+    photos += [mirrored(p) for p in photos]
     rng = np.random.default_rng(seed)
     number = 0
     for split, n_clips in (clips_per_class or DEMO_SPLITS).items():
@@ -36,12 +37,14 @@ def make_demo_corpus(root: str | Path, n_frames: int = 60, size: tuple[int, int]
             folder.mkdir(parents=True, exist_ok=True)
             for _ in range(n_clips):
                 number += 1
-                actors = [Actor(photos[int(rng.integers(len(photos)))], float(rng.uniform(70, 130)),
-                                (float(rng.uniform(0.3, 0.45)), float(rng.uniform(0.4, 0.55))),
-                                (float(rng.uniform(0.3, 0.45)), float(rng.uniform(0.4, 0.55))))]
+                # portraits small enough that the scene, not the photo, fills most of the frame
+                x, y = float(rng.uniform(0.2, 0.8)), float(rng.uniform(0.35, 0.6))
+                actors = [Actor(photos[int(rng.integers(len(photos)))], float(rng.uniform(50, 80)), (x, y),
+                                (x + float(rng.uniform(-0.08, 0.08)), y))]
                 if rng.random() < 0.3:  # a smaller second person in the background
-                    actors.append(Actor(photos[int(rng.integers(len(photos)))], float(rng.uniform(40, 55)),
-                                        (0.8, 0.35), (0.75, 0.35)))
+                    bx = 0.1 if x > 0.5 else 0.9
+                    actors.append(Actor(photos[int(rng.integers(len(photos)))], float(rng.uniform(30, 40)),
+                                        (bx, 0.3), (bx, 0.3)))
                 frames, _ = render_clip(n_frames, size, tuple(actors), seed=int(rng.integers(1 << 31)),
                                         tint=_class_palette(label_id))
                 last = write_video(folder / f"{number:04d}.avi", frames, fps=30.0, codec="mpeg4")
