@@ -1,0 +1,276 @@
+"""Data for context-aware emotion models: read, preprocess once, cache, batch, augment on tensors.
+
+Preprocessing follows the reference code: the face is cut at the raw box and
+resized to 96x96 (no margin, aspect not kept; zeros when there is no face); the
+context is the whole frame with the face box set to 0 at full resolution, resized
+to 128x171 (HxW). Both are stored once as uint8 arrays (memory-mapped .npy files in
+a cache folder), so an epoch costs no JPEG decoding. Batches are then augmented as
+tensors on the training device: context random crop 112 (centre crop [8:120,
+29:141] for evaluation), face random horizontal flip and rotation up to 20 degrees.
+Pixels are scaled to [0, 1]; ImageNet mean/std normalisation is an option.
+
+Datasets: an `ncaer build` output (manifest.parquet), the NCAER-S release layout
+(images/ + crop/*.txt), or an image-folder dataset (CAER-S) with a box file
+(CSV: image,x1,y1,x2,y2, image paths relative to the dataset folder).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from ncaer.corpus import CAER_CLASSES
+from ncaer.imageset import load_imageset
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    face_size: int = 96
+    context_height: int = 128
+    context_width: int = 171
+    crop: int = 112
+    context_face: str = "masked"  # masked | visible
+
+    def __post_init__(self):
+        if self.context_face not in ("masked", "visible"):
+            raise ValueError("context_face must be masked or visible")
+        if self.crop > min(self.context_height, self.context_width):
+            raise ValueError("crop must fit in the resized context")
+
+    @property
+    def centre(self) -> tuple[int, int]:
+        """Top-left of the evaluation crop (8, 29 for the reference sizes)."""
+        return (self.context_height - self.crop) // 2, (self.context_width - self.crop) // 2
+
+
+@dataclass
+class Dataset:
+    root: Path
+    kind: str
+    classes: list[str]
+    samples: pd.DataFrame  # sample_id, path, split, label, label_id, video_id, box
+
+    def split(self, name: str) -> pd.DataFrame:
+        return self.samples[self.samples["split"] == name].reset_index(drop=True)
+
+
+def read_dataset(root: str | Path, boxes: str | Path | None = None) -> Dataset:
+    """Samples of any of the three layouts; `boxes` adds face boxes to an image-folder dataset."""
+    imageset = load_imageset(root)
+    images = imageset.images.copy()
+    if boxes is not None:
+        table = pd.read_csv(boxes)
+        missing = {"image", "x1", "y1", "x2", "y2"} - set(table.columns)
+        if missing:
+            raise ValueError(f"{boxes}: box file lacks column(s) {', '.join(sorted(missing))}")
+        by_image = {r.image: (int(r.x1), int(r.y1), int(r.x2), int(r.y2)) for r in table.itertuples()
+                    if r.x2 > r.x1 and r.y2 > r.y1}
+        images["box"] = [by_image.get(i) for i in images["image"]]
+    if imageset.kind == "manifest":
+        m = pd.read_parquet(imageset.root / "manifest.parquet")
+        images["label_id"] = m["label_id"].to_numpy()
+        build = imageset.root / "build.json"
+        classes = (json.loads(build.read_text())["corpus"]["classes"] if build.is_file() else
+                   list(m.drop_duplicates("label_id").sort_values("label_id")["label"]))
+        images["sample_id"] = m["sample_id"].astype(str).to_numpy()
+    else:
+        labels = sorted(images["label"].unique(), key=str.lower)
+        lookup = {c.lower(): c for c in CAER_CLASSES}
+        if all(label.lower() in lookup for label in labels):
+            classes = list(CAER_CLASSES)
+            images["label"] = [lookup[label.lower()] for label in images["label"]]
+        else:
+            classes = labels
+        images["label_id"] = [classes.index(label) for label in images["label"]]
+        images["sample_id"] = images["image"]
+        images["video_id"] = images["video_id"].fillna("")
+    samples = images[["sample_id", "path", "split", "label", "label_id", "video_id", "box"]]
+    return Dataset(imageset.root, imageset.kind, classes, samples.reset_index(drop=True))
+
+
+def preprocess(rgb: np.ndarray, box, prep: Preprocess) -> tuple[np.ndarray, np.ndarray]:
+    """(face uint8 face_size^2 x 3, context uint8 context_height x context_width x 3) from an RGB frame."""
+    if box is not None:
+        x1, y1, x2, y2 = (int(v) for v in box)
+        face = rgb[max(y1, 0):y2, max(x1, 0):x2]
+    else:
+        face = None
+    if face is None or face.size == 0:
+        face_img = np.zeros((prep.face_size, prep.face_size, 3), np.uint8)
+    else:
+        face_img = cv2.resize(face, (prep.face_size, prep.face_size), interpolation=cv2.INTER_LINEAR)
+    context = rgb
+    if box is not None and prep.context_face == "masked":
+        context = rgb.copy()
+        context[max(y1, 0):max(y2, 0), max(x1, 0):max(x2, 0)] = 0
+    context = cv2.resize(context, (prep.context_width, prep.context_height), interpolation=cv2.INTER_AREA)
+    return face_img, context
+
+
+def _load_one(args) -> tuple[np.ndarray, np.ndarray, str]:
+    path, box, prep = args
+    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+    if bgr is None:
+        blank = preprocess(np.zeros((prep.context_height, prep.context_width, 3), np.uint8), None, prep)
+        return blank[0], blank[1], f"unreadable image {path}"
+    return (*preprocess(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), box, prep), "")
+
+
+class ArrayStore:
+    """uint8 faces (N, S, S, 3) and contexts (N, H, W, 3), with int64 labels."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.faces = np.load(folder / "faces.npy", mmap_mode="r")
+        self.contexts = np.load(folder / "contexts.npy", mmap_mode="r")
+        self.labels = np.load(folder / "labels.npy")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def cache_store(samples: pd.DataFrame, prep: Preprocess, cache_dir: str | Path, workers: int = 1,
+                progress=None) -> ArrayStore:
+    """Preprocess `samples` once into a memory-mapped array store; reused while inputs and settings match."""
+    key = hashlib.sha256(json.dumps({
+        "prep": asdict(prep),
+        "samples": [(p, os.path.getsize(p) if os.path.exists(p) else -1, str(b), int(y))
+                    for p, b, y in zip(samples["path"], samples["box"], samples["label_id"])],
+    }).encode()).hexdigest()[:20]
+    folder = Path(cache_dir) / key
+    if (folder / "labels.npy").is_file():
+        return ArrayStore(folder)
+    tmp = Path(cache_dir) / f".{key}.{os.getpid()}.part"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    n = len(samples)
+    faces = np.lib.format.open_memmap(tmp / "faces.npy", "w+", np.uint8, (n, prep.face_size, prep.face_size, 3))
+    contexts = np.lib.format.open_memmap(tmp / "contexts.npy", "w+", np.uint8,
+                                         (n, prep.context_height, prep.context_width, 3))
+    jobs = [(p, b, prep) for p, b in zip(samples["path"], samples["box"])]
+    problems = []
+    pool = ProcessPoolExecutor(workers) if workers > 1 and n > 256 else None
+    results = pool.map(_load_one, jobs, chunksize=32) if pool else map(_load_one, jobs)
+    for i, (face, context, error) in enumerate(results):
+        faces[i], contexts[i] = face, context
+        if error:
+            problems.append(error)
+        if progress:
+            progress(i + 1, n)
+    if pool:
+        pool.shutdown()
+    faces.flush()
+    contexts.flush()
+    del faces, contexts
+    np.save(tmp / "labels.npy", samples["label_id"].to_numpy(np.int64))
+    (tmp / "problems.txt").write_text("\n".join(problems))
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another process made it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return ArrayStore(folder)
+
+
+def _rotate(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
+    theta = degrees * math.pi / 180
+    cos, sin = torch.cos(theta), torch.sin(theta)
+    zero = torch.zeros_like(cos)
+    mat = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    grid = F.affine_grid(mat, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+class Batches:
+    """Batches of (face, context, label) tensors on `device`, augmented for training.
+
+    Randomness (order, crops, flips, rotations) comes from a generator seeded with
+    (seed, epoch), so an epoch is the same whether or not training was resumed.
+    With `world` > 1 each rank takes every world-th sample of the epoch's order.
+    """
+
+    def __init__(self, store: ArrayStore, prep: Preprocess, batch_size: int, train: bool, device="cpu",
+                 seed: int = 0, normalize: bool = False, rank: int = 0, world: int = 1, on_device: bool = False,
+                 channels_last: bool = False, max_rotation: float = 20.0):
+        self.store, self.prep, self.batch_size, self.train = store, prep, batch_size, train
+        self.device, self.seed, self.rank, self.world = torch.device(device), seed, rank, world
+        self.channels_last, self.max_rotation = channels_last, max_rotation
+        self.mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1) if normalize else None
+        self.std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1) if normalize else None
+        if on_device:  # the whole uint8 store on the accelerator: batches are then pure indexing
+            self.faces = torch.from_numpy(np.ascontiguousarray(store.faces)).to(self.device)
+            self.contexts = torch.from_numpy(np.ascontiguousarray(store.contexts)).to(self.device)
+        else:
+            self.faces = self.contexts = None
+        self.labels = torch.from_numpy(store.labels)
+
+    def __len__(self) -> int:
+        per_rank = math.ceil(len(self.store) / self.world)
+        return math.ceil(per_rank / self.batch_size)
+
+    def _order(self, epoch: int) -> np.ndarray:
+        n = len(self.store)
+        if self.train:
+            order = np.random.default_rng([self.seed, epoch]).permutation(n)
+        else:
+            order = np.arange(n)
+        if self.world > 1:  # pad so every rank gets the same number of batches
+            per_rank = math.ceil(n / self.world)
+            order = np.concatenate([order, order[: per_rank * self.world - n]])[self.rank :: self.world]
+        return order
+
+    def _gather(self, idx: np.ndarray):
+        if self.faces is not None:
+            t = torch.from_numpy(idx).to(self.device)
+            return self.faces[t], self.contexts[t]
+        sorted_idx = np.sort(idx)  # memmap reads in file order, then back to the batch order
+        inverse = np.argsort(np.argsort(idx))
+        faces = torch.from_numpy(self.store.faces[sorted_idx][inverse])
+        contexts = torch.from_numpy(self.store.contexts[sorted_idx][inverse])
+        if self.device.type == "cuda":
+            faces, contexts = faces.pin_memory(), contexts.pin_memory()
+        return faces.to(self.device, non_blocking=True), contexts.to(self.device, non_blocking=True)
+
+    def epoch(self, epoch: int = 0):
+        order = self._order(epoch)
+        gen = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch * 1009 + self.rank) & 0x7FFFFFFF)
+        crop, (cy, cx) = self.prep.crop, self.prep.centre
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            faces, contexts = self._gather(idx)
+            faces = faces.permute(0, 3, 1, 2).float().div_(255)
+            contexts = contexts.permute(0, 3, 1, 2).float().div_(255)
+            b = len(idx)
+            if self.train:
+                ys = torch.randint(0, self.prep.context_height - crop + 1, (b,), generator=gen)
+                xs = torch.randint(0, self.prep.context_width - crop + 1, (b,), generator=gen)
+                rows = (ys[:, None] + torch.arange(crop)).to(self.device)
+                cols = (xs[:, None] + torch.arange(crop)).to(self.device)
+                batch = torch.arange(b, device=self.device)[:, None, None]
+                contexts = contexts.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+                flip = (torch.rand(b, generator=gen) < 0.5).to(self.device)
+                faces = torch.where(flip[:, None, None, None], faces.flip(3), faces)
+                angles = ((torch.rand(b, generator=gen) * 2 - 1) * self.max_rotation).to(self.device)
+                faces = _rotate(faces, angles)
+            else:
+                contexts = contexts[:, :, cy : cy + crop, cx : cx + crop]
+            if self.mean is not None:
+                faces = (faces - self.mean) / self.std
+                contexts = (contexts - self.mean) / self.std
+            layout = torch.channels_last if self.channels_last else torch.contiguous_format
+            yield (faces.contiguous(memory_format=layout), contexts.contiguous(memory_format=layout),
+                   self.labels[torch.from_numpy(idx)].to(self.device), idx)

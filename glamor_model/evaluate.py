@@ -1,0 +1,165 @@
+"""Evaluation of a trained run: accuracy, per-class accuracy, macro-F1, confusion matrix, attention maps."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+
+from ncaer.manifest import write_csv, write_text
+
+from .data import Batches, Preprocess, cache_store, read_dataset
+from .registry import create_model
+from .train import pick_device
+
+
+def load_run(run: str | Path, checkpoint: str = "best", device="cpu"):
+    """The model of a run directory and the checkpoint's metadata."""
+    run = Path(run)
+    path = run / f"{checkpoint}.pt" if checkpoint in ("best", "last") else Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: is {run} a directory written by `ncaer train`?")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    kwargs = {k: v for k, v in ckpt.get("model_kwargs", {}).items() if k != "face_weights"}  # weights are in the ckpt
+    model = create_model(ckpt["model_name"], num_classes=len(ckpt["classes"]), **kwargs)
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), ckpt
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict:
+    cm = np.zeros((n_classes, n_classes), np.int64)
+    np.add.at(cm, (y_true, y_pred), 1)
+    support = cm.sum(1)
+    predicted = cm.sum(0)
+    tp = np.diag(cm)
+    recall = np.divide(tp, support, out=np.zeros(n_classes), where=support > 0)
+    precision = np.divide(tp, predicted, out=np.zeros(n_classes), where=predicted > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(n_classes), where=precision + recall > 0)
+    present = support > 0
+    return {
+        "accuracy": float(tp.sum() / max(cm.sum(), 1)),
+        "per_class_accuracy": recall.tolist(),
+        "per_class_precision": precision.tolist(),
+        "per_class_f1": f1.tolist(),
+        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "macro_precision": float(precision[present].mean()) if present.any() else 0.0,
+        "macro_recall": float(recall[present].mean()) if present.any() else 0.0,
+        "support": support.tolist(),
+        "confusion_matrix": cm.tolist(),
+    }
+
+
+def plot_confusion(cm: np.ndarray, classes: list[str], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1.1 * len(classes) + 2, 1.0 * len(classes) + 1.5))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(j, i, f"{cm[i, j]}\n{norm[i, j]:.0%}", ha="center", va="center", fontsize=7,
+                    color="white" if norm[i, j] > 0.5 else "black")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def attention_overlay(context_rgb: np.ndarray, attention: np.ndarray) -> np.ndarray:
+    """The attention map (h, w), upsampled and coloured, blended over the context image."""
+    h, w = context_rgb.shape[:2]
+    a = attention / max(attention.max(), 1e-12)
+    heat = cv2.applyColorMap((cv2.resize(a, (w, h), interpolation=cv2.INTER_CUBIC).clip(0, 1) * 255).astype(np.uint8),
+                             cv2.COLORMAP_JET)
+    return cv2.addWeighted(cv2.cvtColor(context_rgb, cv2.COLOR_RGB2BGR), 0.55, heat, 0.45, 0)
+
+
+def evaluate_run(run: str | Path, data: str | None = None, split: str = "test", checkpoint: str = "best",
+                 out: str | Path | None = None, attention_maps: int = 0, boxes: str | None = None,
+                 device: str = "auto", cache_dir: str = "", workers: int = 2) -> dict:
+    """Evaluate a run on a split; writes results.json, predictions.csv, confusion_matrix.{csv,png}."""
+    dev = pick_device(device)
+    model, ckpt = load_run(run, checkpoint, dev)
+    config = ckpt["config"]
+    data = data or config["data"]
+    out = Path(out) if out else Path(run) / f"eval-{split}"
+    out.mkdir(parents=True, exist_ok=True)
+    dataset = read_dataset(data, boxes or config.get("boxes"))
+    if dataset.classes != ckpt["classes"]:
+        raise ValueError(f"{data} has classes {dataset.classes}, the model was trained on {ckpt['classes']}")
+    samples = dataset.split(split)
+    if samples.empty:
+        raise ValueError(f"{data} has no {split!r} samples")
+    prep = Preprocess(**ckpt["prep"])
+    store = cache_store(samples, prep, cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "ncaer", "arrays"),
+                        workers)
+    batches = Batches(store, prep, 64, False, device=dev, normalize=ckpt["normalize"])
+    probs, attention, fusion = [], [], []
+    with torch.inference_mode():
+        for faces, contexts, _, _ in batches.epoch(0):
+            res = model.forward_all(faces, contexts)
+            probs.append(torch.softmax(res["logits"].float(), 1).cpu())
+            if "attention" in res:
+                attention.append(res["attention"].float().cpu())
+            if "fusion_weights" in res:
+                fusion.append(res["fusion_weights"].float().cpu())
+    probs = torch.cat(probs).numpy()
+    y_true, y_pred = samples["label_id"].to_numpy(), probs.argmax(1)
+    classes = ckpt["classes"]
+    metrics = classification_metrics(y_true, y_pred, len(classes))
+    results = {"run": str(run), "checkpoint": checkpoint, "epoch": ckpt["epoch"], "model": ckpt["model_name"],
+               "data": str(data), "split": split, "samples": int(len(samples)), "classes": classes, **metrics}
+    if fusion:
+        w = torch.cat(fusion).numpy()
+        results["mean_fusion_weights"] = {"face": float(w[:, 0].mean()), "context": float(w[:, 1].mean())}
+    write_text(json.dumps(results, indent=2) + "\n", out / "results.json")
+    predictions = pd.DataFrame({"sample_id": samples["sample_id"], "label": samples["label"],
+                                "predicted": [classes[i] for i in y_pred], "correct": y_true == y_pred})
+    for i, c in enumerate(classes):
+        predictions[f"p_{c}"] = probs[:, i].round(5)
+    write_csv(predictions, out / "predictions.csv")
+    cm = np.array(metrics["confusion_matrix"])
+    write_csv(pd.DataFrame(cm, index=pd.Index(classes, name="true"), columns=classes).reset_index(),
+              out / "confusion_matrix.csv")
+    plot_confusion(cm, classes, out / "confusion_matrix.png",
+                   f"{ckpt['model_name']} on {split}: accuracy {metrics['accuracy']:.1%}, macro-F1 "
+                   f"{metrics['macro_f1']:.3f}")
+    if attention_maps and attention:
+        _write_attention_maps(store, samples, torch.cat(attention).numpy(), y_pred, classes, prep, out / "attention",
+                              attention_maps)
+    results["out"] = str(out)
+    return results
+
+
+def _write_attention_maps(store, samples, attention, y_pred, classes, prep, folder: Path, n: int) -> None:
+    """Per sample: the evaluation context crop, and the attention over it (as the paper's Figure 5)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    side = int(round(np.sqrt(attention.shape[1])))
+    cy, cx = prep.centre
+    picks = np.linspace(0, len(samples) - 1, min(n, len(samples))).round().astype(int)
+    tiles = []
+    for k, i in enumerate(dict.fromkeys(picks)):
+        context = np.asarray(store.contexts[i])[cy : cy + prep.crop, cx : cx + prep.crop]
+        big = cv2.resize(context, (224, 224), interpolation=cv2.INTER_LINEAR)
+        overlay = attention_overlay(big, attention[i].reshape(side, -1))
+        tile = np.hstack([cv2.cvtColor(big, cv2.COLOR_RGB2BGR), overlay])
+        caption = np.full((24, tile.shape[1], 3), 255, np.uint8)
+        cv2.putText(caption, f"true {samples['label'].iat[i]} / predicted {classes[y_pred[i]]}", (4, 16),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        tile = np.vstack([tile, caption])
+        name = str(samples["sample_id"].iat[i]).replace("/", "_")
+        cv2.imwrite(str(folder / f"{k:03d}_{name}.png"), tile)
+        tiles.append(tile)
+    cv2.imwrite(str(folder.parent / "attention_maps.png"), np.vstack(tiles[:12]))

@@ -1,0 +1,295 @@
+"""Training: the reference recipe (SGD momentum 0.9, lr 5e-4, x0.1 at epochs 25 and 40, floor
+1e-5, 60 epochs, cross-entropy, best-on-validation checkpoint) with batch 32 by default.
+
+Determinism: the model is initialised from `seed`; every epoch reseeds torch (dropout)
+and the batch order/augmentation from (seed, epoch). A run interrupted and resumed
+from its last checkpoint therefore ends with the same weights as an uninterrupted
+one (on the CPU; GPU kernels may differ in the last bits).
+
+Multi-GPU / multi-node: start with `torchrun`; each process takes a shard of every
+epoch (DistributedDataParallel); `batch_size` is per process.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+import yaml
+
+from ncaer.manifest import write_text
+
+from .data import Batches, Preprocess, cache_store, read_dataset
+from .registry import create_model
+
+METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "samples_per_s", "seconds"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: str
+    out: str
+    model: str = "glamor"
+    boxes: str | None = None  # box file for image-folder datasets
+    epochs: int = 60
+    batch_size: int = 32
+    lr: float = 5e-4
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    milestones: tuple[int, ...] = (25, 40)
+    gamma: float = 0.1
+    min_lr: float = 1e-5
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: str = "auto"  # auto (bf16 on CUDA) | off | bf16 | fp16
+    channels_last: str = "auto"  # auto (on CUDA) | on | off
+    compile: bool = False
+    normalize: bool = False  # ImageNet mean/std instead of plain [0, 1]
+    context_face: str = "masked"  # masked | visible
+    face_size: int = 96
+    context_height: int = 128
+    context_width: int = 171
+    crop: int = 112
+    val_split: str = "val"
+    cache_dir: str = ""  # default: ~/.cache/ncaer/arrays
+    workers: int = 2  # processes that preprocess the images into the cache
+    data_on_device: str = "auto"  # keep the uint8 arrays on the GPU when they fit
+    sync_bn: bool = False
+    model_kwargs: dict = field(default_factory=dict)  # e.g. face_weights, freeze_face for glamor-resnet18
+
+    # options that may change when a run is resumed
+    RESUMABLE = ("epochs", "device", "workers", "cache_dir", "data_on_device", "out")
+
+    @property
+    def prep(self) -> Preprocess:
+        return Preprocess(self.face_size, self.context_height, self.context_width, self.crop, self.context_face)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["milestones"] = list(self.milestones)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+        d = dict(d)
+        if "milestones" in d:
+            d["milestones"] = tuple(d["milestones"])
+        return cls(**d)
+
+
+def load_config(path: str | Path | None, overrides: dict) -> TrainConfig:
+    """Defaults <- YAML file <- explicit overrides (options given on the command line)."""
+    values = {}
+    if path:
+        values = yaml.safe_load(Path(path).read_text()) or {}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    missing = [k for k in ("data", "out") if not values.get(k)]
+    if missing:
+        raise ValueError(f"--{' and --'.join(missing)} required (on the command line or in the --config file)")
+    return TrainConfig.from_dict(values)
+
+
+def lr_factor(config: TrainConfig, epoch: int) -> float:
+    drops = sum(epoch >= m for m in config.milestones)
+    return max(config.gamma**drops, config.min_lr / config.lr)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda, but torch sees no CUDA device")
+    return device
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device: torch.device) -> Distributed:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Distributed()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _amp_dtype(config: TrainConfig, device: torch.device):
+    if config.amp == "off" or (config.amp == "auto" and device.type != "cuda"):
+        return None
+    return torch.float16 if config.amp == "fp16" else torch.bfloat16
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.part")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _write_metrics(rows: list[dict], path: Path) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, METRIC_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(buf.getvalue(), path)
+
+
+class RunExists(RuntimeError):
+    pass
+
+
+def evaluate_batches(model, batches: Batches, amp_dtype=None) -> tuple[float, float, torch.Tensor]:
+    """Mean loss, accuracy and the predictions over all batches (model in eval mode)."""
+    model.eval()
+    total_loss, correct, n, preds = 0.0, 0, 0, []
+    with torch.inference_mode(), torch.autocast(batches.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        for faces, contexts, labels, _ in batches.epoch(0):
+            logits = model(faces, contexts).float()
+            total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
+            pred = logits.argmax(1)
+            correct += (pred == labels).sum().item()
+            n += len(labels)
+            preds.append(pred.cpu())
+    return total_loss / max(n, 1), correct / max(n, 1), torch.cat(preds) if preds else torch.zeros(0)
+
+
+def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
+          on_epoch: Callable[[dict], None] | None = None, on_step: Callable[[int, int, dict], None] | None = None) -> dict:
+    """Train; returns the last epoch's metrics. `on_step(step, steps, stats)` reports progress inside an epoch."""
+    device = pick_device(config.device)
+    ddp = setup_distributed(device)
+    if device.type == "cuda" and ddp.world > 1:
+        device = torch.device("cuda", ddp.local_rank)
+        torch.cuda.set_device(device)
+    out = Path(config.out)
+    last_path = out / "last.pt"
+    if ddp.main:
+        if out.exists() and (out / "config.yaml").exists() and not resume and not overwrite:
+            raise RunExists(f"{out} already holds a run; pass --resume to continue it or --overwrite to replace it")
+        out.mkdir(parents=True, exist_ok=True)
+    checkpoint = torch.load(last_path, map_location="cpu", weights_only=False) if resume and last_path.exists() \
+        else None
+    if checkpoint is not None:
+        saved = TrainConfig.from_dict(checkpoint["config"])
+        changed = [k for k in saved.to_dict() if k not in TrainConfig.RESUMABLE
+                   and saved.to_dict()[k] != config.to_dict()[k]]
+        if changed:
+            raise RunExists(f"--resume with other options than the run was started with: {', '.join(changed)}")
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+    dataset = read_dataset(config.data, config.boxes)
+    train_samples = dataset.split("train")
+    val_samples = dataset.split(config.val_split)
+    if train_samples.empty:
+        raise ValueError(f"{config.data} has no training samples")
+    cache_dir = config.cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "ncaer", "arrays")
+    prep = config.prep
+    train_store = cache_store(train_samples, prep, cache_dir, config.workers)
+    val_store = cache_store(val_samples, prep, cache_dir, config.workers) if len(val_samples) else None
+    on_device = config.data_on_device == "on" or (
+        config.data_on_device == "auto" and device.type == "cuda"
+        and (train_store.faces.nbytes + train_store.contexts.nbytes) < 0.3 * torch.cuda.mem_get_info(device)[0])
+    channels_last = config.channels_last == "on" or (config.channels_last == "auto" and device.type == "cuda")
+    common = dict(device=device, seed=config.seed, normalize=config.normalize, channels_last=channels_last)
+    train_batches = Batches(train_store, prep, config.batch_size, True, rank=ddp.rank, world=ddp.world,
+                            on_device=on_device, **common)
+    val_batches = Batches(val_store, prep, config.batch_size * 2, False, **common) if val_store else None
+
+    torch.manual_seed(config.seed)
+    model = create_model(config.model, num_classes=len(dataset.classes), **config.model_kwargs).to(device)
+    if config.sync_bn and ddp.world > 1:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=config.lr,
+                                momentum=config.momentum, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(config, e))
+    history, start_epoch, best = [], 0, {"val_acc": -1.0, "epoch": -1}
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        start_epoch, best, history = checkpoint["epoch"] + 1, checkpoint["best"], checkpoint["history"]
+    net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                                    else None) if ddp.world > 1 else model
+    step_fn = torch.compile(net) if config.compile else net
+    amp_dtype = _amp_dtype(config, device)
+    scaler = torch.amp.GradScaler(enabled=amp_dtype == torch.float16)
+    meta = {"model_name": config.model, "classes": dataset.classes, "prep": asdict(prep),
+            "normalize": config.normalize, "model_kwargs": config.model_kwargs, "config": config.to_dict()}
+    if ddp.main:
+        write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), out / "config.yaml")
+
+    metrics = history[-1] if history else {}
+    for epoch in range(start_epoch, config.epochs):
+        torch.manual_seed(config.seed * 1000 + epoch)  # dropout draws: independent of resume
+        net.train()
+        t0 = time.perf_counter()
+        totals = torch.zeros(3, device=device)  # loss sum, correct, samples
+        for step, (faces, contexts, labels, _) in enumerate(train_batches.epoch(epoch)):
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits = step_fn(faces, contexts)
+                loss = F.cross_entropy(logits.float(), labels)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            totals += torch.stack([loss.detach() * len(labels), (logits.argmax(1) == labels).sum(),
+                                   torch.tensor(len(labels), device=device)])
+            if on_step and ddp.main:
+                done = totals[2].item()
+                on_step(step + 1, len(train_batches), {"epoch": epoch, "loss": totals[0].item() / done,
+                                                       "acc": totals[1].item() / done,
+                                                       "samples_per_s": done * ddp.world / (time.perf_counter() - t0)})
+        if ddp.world > 1:
+            dist.all_reduce(totals)
+        seconds = time.perf_counter() - t0
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        val_loss, val_acc = (evaluate_batches(model, val_batches, amp_dtype)[:2] if val_batches and ddp.main
+                             else (math.nan, math.nan))
+        metrics = {"epoch": epoch, "lr": lr, "train_loss": totals[0].item() / totals[2].item(),
+                   "train_acc": totals[1].item() / totals[2].item(), "val_loss": val_loss, "val_acc": val_acc,
+                   "samples_per_s": totals[2].item() / seconds, "seconds": seconds}
+        history.append(metrics)
+        if ddp.main:
+            improved = val_batches is None or val_acc > best["val_acc"]
+            if improved:
+                best = {"val_acc": val_acc, "epoch": epoch}
+            state = {**meta, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "epoch": epoch, "best": best, "history": history}
+            if improved:
+                _atomic_save({**meta, "model": model.state_dict(), "epoch": epoch, "best": best}, out / "best.pt")
+            _atomic_save(state, last_path)
+            _write_metrics(history, out / "metrics.csv")
+            if on_epoch:
+                on_epoch(metrics)
+        if ddp.world > 1:
+            dist.barrier()
+    if ddp.world > 1:
+        dist.destroy_process_group()
+    return {**metrics, "best_val_acc": best["val_acc"], "best_epoch": best["epoch"]}
+

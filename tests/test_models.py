@@ -1,0 +1,89 @@
+import numpy as np
+import pytest
+import torch
+
+from glamor_model import create_model, list_models
+from glamor_model.data import Preprocess, preprocess
+from glamor_model.resnet import ResNet18
+
+FACE, CONTEXT = torch.rand(3, 3, 96, 96), torch.rand(3, 3, 112, 112)
+
+
+def trainable(model):
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def test_glamor_has_exactly_the_reference_parameter_count():
+    assert trainable(create_model("glamor", num_classes=7)) == 2_158_602
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_gives_logits_and_normalised_weights(name):
+    model = create_model(name, num_classes=7).eval()
+    with torch.no_grad():
+        out = model.forward_all(FACE, CONTEXT)
+    assert out["logits"].shape == (3, 7)
+    if "attention" in out:  # GLA or CA over the 7x7 context map
+        assert out["attention"].shape == (3, 49)
+        torch.testing.assert_close(out["attention"].sum(1), torch.ones(3))
+        assert (out["attention"] >= 0).all()
+    if "fusion_weights" in out:
+        torch.testing.assert_close(out["fusion_weights"].sum(1), torch.ones(3))
+
+
+def test_attention_kinds_per_setting():
+    kinds = {n: create_model(n).attention_kind for n in list_models()}
+    assert kinds["glamor"] == kinds["context-gla"] == "gla"
+    assert kinds["caer-net-s"] == kinds["context-ca"] == "ca"
+    assert kinds["face-context-none"] == kinds["context-none"] == "none"
+
+
+def test_context_only_gla_uses_the_face_for_attention_but_not_for_the_decision():
+    model = create_model("context-gla").eval()
+    assert model.face_encoder is not None and model.fusion is None
+    assert model.classifier[0].in_features == 256  # the context vector alone
+    with torch.no_grad():
+        a = model.forward_all(FACE, CONTEXT)["attention"]
+        b = model.forward_all(torch.rand_like(FACE), CONTEXT)["attention"]
+    assert not torch.allclose(a, b)  # another face, another attention
+
+
+def test_face_only_and_context_none_ignore_the_other_input():
+    for name, keep, change in (("face-only", 0, 1), ("context-none", 1, 0)):
+        model = create_model(name).eval()
+        inputs = [FACE, CONTEXT]
+        other = list(inputs)
+        other[change] = torch.rand_like(inputs[change])
+        with torch.no_grad():
+            torch.testing.assert_close(model(*inputs), model(*other))
+
+
+def test_resnet18_face_branch_loads_torchvision_format_weights(tmp_path):
+    torch.manual_seed(3)
+    reference = ResNet18(num_classes=1000)
+    torch.save(reference.state_dict(), tmp_path / "r18.pth")
+    model = create_model("glamor-resnet18", face_weights=str(tmp_path / "r18.pth"), freeze_face=True)
+    torch.testing.assert_close(model.face_encoder.resnet.layer3[0].conv1.weight, reference.layer3[0].conv1.weight)
+    frozen = {n.split(".")[0] for n, p in model.face_encoder.resnet.named_parameters() if not p.requires_grad}
+    assert "layer4" not in frozen and "layer1" in frozen
+    assert model(FACE, CONTEXT).shape == (3, 7)
+
+
+def test_masked_context_is_zero_inside_the_face_box():
+    rgb = np.random.default_rng(0).integers(1, 256, (400, 712, 3), dtype=np.uint8)
+    box = (300, 100, 400, 220)
+    native = Preprocess(face_size=96, context_height=400, context_width=712, crop=112)
+    face, context = preprocess(rgb, box, native)
+    assert (context[100:220, 300:400] == 0).all()
+    assert (context[:100] == rgb[:100]).all() and (context[:, :300] == rgb[:, :300]).all()
+    _, resized = preprocess(rgb, box, Preprocess())  # 128x171: the box shrinks by 0.32 / 0.24
+    assert (resized[33:69, 73:95] == 0).all()
+    _, visible = preprocess(rgb, box, Preprocess(context_face="visible"))
+    assert visible[33:69, 73:95].mean() > 50
+    assert face.shape == (96, 96, 3) and face.mean() > 50
+
+
+def test_no_face_gives_a_black_face_and_an_unmasked_context():
+    rgb = np.full((200, 300, 3), 77, np.uint8)
+    face, context = preprocess(rgb, None, Preprocess())
+    assert (face == 0).all() and (context == 77).all()

@@ -1,0 +1,239 @@
+"""Training, evaluation, resume, determinism, DDP, learnability and the ablation grid."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+from learnability import make_dataset
+
+from glamor_model.ablation import run_ablation
+from glamor_model.data import Batches, Preprocess, cache_store, read_dataset
+from glamor_model.evaluate import classification_metrics, evaluate_run
+from glamor_model.train import TrainConfig, lr_factor, train
+from ncaer.build import run_build
+from ncaer.cli import main
+from ncaer.config import BuildConfig
+from ncaer.demo import make_demo_corpus
+
+SMALL = dict(face_size=48, context_height=64, context_width=86, crop=56)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="module")
+def context_data(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("ctx"), "context", {"train": 60, "val": 15, "test": 30})
+
+
+@pytest.fixture(scope="module")
+def face_data(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("face"), "face", {"train": 60, "val": 15, "test": 30}, seed=1)
+
+
+def small_config(data, out, cache, **kw):
+    kw = {"epochs": 2, "batch_size": 16, "lr": 0.03, "milestones": (), **SMALL, **kw}
+    return TrainConfig(data=str(data), out=str(out), cache_dir=cache, **kw)
+
+
+def weights(path):
+    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+
+
+def test_lr_schedule_follows_the_reference_recipe():
+    c = TrainConfig(data="d", out="o")
+    assert [lr_factor(c, e) * c.lr for e in (0, 24, 25, 39, 40, 59)] == pytest.approx(
+        [5e-4, 5e-4, 5e-5, 5e-5, 1e-5, 1e-5])
+    assert (c.epochs, c.batch_size, c.momentum) == (60, 32, 0.9)
+
+
+def test_reading_the_release_layout_and_an_image_folder_with_boxes(context_data, tmp_path):
+    ds = read_dataset(context_data)
+    assert ds.kind == "ncaer-release" and ds.classes == ["a", "b", "c"]
+    assert ds.samples["box"].notna().all() and len(ds.split("train")) == 180
+    folder = tmp_path / "caer-s"
+    import shutil
+
+    shutil.copytree(context_data / "images", folder)
+    rows = [(r.path.split("images/")[1], *r.box) for r in ds.samples.itertuples()]
+    pd.DataFrame(rows, columns=["image", "x1", "y1", "x2", "y2"]).to_csv(tmp_path / "boxes.csv", index=False)
+    caer_s = read_dataset(folder, tmp_path / "boxes.csv")
+    assert caer_s.kind == "folders"
+    assert list(caer_s.samples["box"]) == list(ds.samples["box"])
+
+
+def test_batches_crop_flip_rotate_deterministically(context_data, cache):
+    prep = Preprocess(**SMALL)
+    store = cache_store(read_dataset(context_data).split("train"), prep, cache)
+    eval_batches = Batches(store, prep, 8, train=False)
+    faces, contexts, labels, idx = next(eval_batches.epoch(0))
+    cy, cx = prep.centre
+    expected = torch.from_numpy(np.array(store.contexts[:8])[:, cy : cy + 56, cx : cx + 56]).permute(0, 3, 1, 2)
+    torch.testing.assert_close(contexts, expected.float() / 255)
+    assert list(idx) == list(range(8)) and contexts.shape == (8, 3, 56, 56) and faces.shape == (8, 3, 48, 48)
+    train_a = Batches(store, prep, 8, train=True, seed=5)
+    train_b = Batches(store, prep, 8, train=True, seed=5)
+    a0, b0 = next(train_a.epoch(3)), next(train_b.epoch(3))
+    for x, y in zip(a0[:3], b0[:3]):
+        torch.testing.assert_close(x, y)
+    assert not np.array_equal(next(train_a.epoch(4))[3], a0[3])  # a new order every epoch
+    # every training crop is a window of the stored context
+    ctx = torch.from_numpy(np.asarray(store.contexts[a0[3][0]])).permute(2, 0, 1).float() / 255
+    windows = ctx.unfold(1, 56, 1).unfold(2, 56, 1)  # (3, oy, ox, 56, 56)
+    diffs = (windows - a0[1][0][:, None, None]).abs().amax(dim=(0, 3, 4))
+    assert diffs.min() < 1e-6
+
+
+def test_two_ranks_share_an_epoch_without_overlap(context_data, cache):
+    prep = Preprocess(**SMALL)
+    store = cache_store(read_dataset(context_data).split("train"), prep, cache)
+    seen = [np.concatenate([b[3] for b in Batches(store, prep, 16, True, seed=1, rank=r, world=2).epoch(0)])
+            for r in (0, 1)]
+    assert len(seen[0]) == len(seen[1]) == 90 and not set(seen[0]) & set(seen[1])
+
+
+def test_same_seed_same_training_curve(context_data, cache, tmp_path):
+    a = train(small_config(context_data, tmp_path / "a", cache))
+    b = train(small_config(context_data, tmp_path / "b", cache))
+    assert a["train_loss"] == b["train_loss"] and a["val_acc"] == b["val_acc"]
+    wa, wb = weights(tmp_path / "a" / "last.pt"), weights(tmp_path / "b" / "last.pt")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_interrupted_and_resumed_run_ends_with_the_same_weights(context_data, cache, tmp_path):
+    config = small_config(context_data, tmp_path / "full", cache, epochs=3, milestones=(2,))
+    train(config)
+
+    def stop_after_first_epoch(metrics):
+        if metrics["epoch"] == 0:
+            raise KeyboardInterrupt
+
+    cut = TrainConfig(**{**config.to_dict(), "out": str(tmp_path / "cut"), "milestones": (2,)})
+    with pytest.raises(KeyboardInterrupt):
+        train(cut, on_epoch=stop_after_first_epoch)
+    assert pd.read_csv(tmp_path / "cut" / "metrics.csv")["epoch"].tolist() == [0]
+    train(cut, resume=True)
+    full, resumed = weights(tmp_path / "full" / "last.pt"), weights(tmp_path / "cut" / "last.pt")
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
+    m_full, m_cut = pd.read_csv(tmp_path / "full" / "metrics.csv"), pd.read_csv(tmp_path / "cut" / "metrics.csv")
+    pd.testing.assert_frame_equal(m_full.drop(columns=["samples_per_s", "seconds"]),
+                                  m_cut.drop(columns=["samples_per_s", "seconds"]))
+
+
+def test_existing_run_needs_resume_or_overwrite(context_data, cache, tmp_path):
+    from glamor_model.train import RunExists
+
+    train(small_config(context_data, tmp_path / "r", cache, epochs=1))
+    with pytest.raises(RunExists, match="--resume"):
+        train(small_config(context_data, tmp_path / "r", cache, epochs=1))
+    with pytest.raises(RunExists, match="other options"):
+        train(small_config(context_data, tmp_path / "r", cache, epochs=2, lr=0.1), resume=True)
+
+
+def test_yaml_config_is_overridden_by_options_and_saved(context_data, cache, tmp_path):
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(yaml.safe_dump({"data": str(context_data), "epochs": 1, "lr": 0.1, "batch_size": 16,
+                                   "cache_dir": cache, **SMALL}))
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", "--config", str(cfg), "--lr", "0.02", "--out", str(out),
+                                       "--model", "context-none"])
+    assert result.exit_code == 0, result.output
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["lr"] == 0.02 and saved["epochs"] == 1 and saved["model"] == "context-none"
+    assert list(pd.read_csv(out / "metrics.csv").columns) == ["epoch", "lr", "train_loss", "train_acc", "val_loss",
+                                                              "val_acc", "samples_per_s", "seconds"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_distributed_data_parallel_on_cpu_with_two_processes(context_data, cache, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+           "-m", "ncaer.cli", "train", "--data", str(context_data), "--out", str(out), "--epochs", "2",
+           "--batch-size", "8", "--lr", "0.03", "--milestones", "", "--model", "context-none",
+           "--face-size", "48", "--context-size", "64x86", "--crop", "56", "--cache-dir", cache]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert len(metrics) == 2 and metrics["train_loss"].notna().all()
+    assert torch.load(out / "last.pt", weights_only=False)["epoch"] == 1
+
+
+LEARN = dict(epochs=12, lr=0.03, batch_size=16, milestones=())
+
+
+@pytest.mark.parametrize("model,learns_context,learns_face", [
+    ("context-none", True, False),
+    ("face-only", False, True),
+    ("glamor", True, True),
+])
+def test_each_model_learns_what_its_inputs_carry(model, learns_context, learns_face, context_data, face_data, cache,
+                                                 tmp_path):
+    accuracies = {}
+    for name, data in (("context", context_data), ("face", face_data)):
+        config = small_config(data, tmp_path / name, cache, model=model, **LEARN)
+        train(config)
+        accuracies[name] = evaluate_run(config.out, checkpoint="last", cache_dir=cache)["accuracy"]
+    print(model, accuracies)
+    for name, learns in (("context", learns_context), ("face", learns_face)):
+        if learns:
+            assert accuracies[name] >= 0.75, accuracies
+        else:
+            assert accuracies[name] <= 0.5, accuracies  # chance is 1/3
+
+
+def test_ablation_grid_runs_every_cell_and_prints_the_paper_table(context_data, cache, tmp_path):
+    base = small_config(context_data, tmp_path, cache, epochs=1)
+    table = run_ablation(base, tmp_path / "grid")
+    assert len(table) == 10
+    assert set(zip(table["setting"].str[:5], table["attention"])) >= {("(i) f", "none"), ("(iv) ", "gla")}
+    md = (tmp_path / "grid" / "ablation.md").read_text()
+    assert md.splitlines()[0] == "| input | no attention | CA | GLA |" and len(md.splitlines()) == 6
+    assert (tmp_path / "grid" / "face-context-gla" / "best.pt").is_file()
+    # rerunning resumes: nothing is trained again
+    mtime = (tmp_path / "grid" / "face-none" / "last.pt").stat().st_mtime
+    run_ablation(base, tmp_path / "grid")
+    assert (tmp_path / "grid" / "face-none" / "last.pt").stat().st_mtime == mtime
+
+
+def test_metrics_against_a_hand_count():
+    m = classification_metrics(np.array([0, 0, 1, 1, 2]), np.array([0, 1, 1, 1, 0]), 3)
+    assert m["accuracy"] == pytest.approx(0.6)
+    assert m["per_class_accuracy"] == pytest.approx([0.5, 1.0, 0.0])
+    assert m["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
+    # F1: class 0 p=.5 r=.5 -> .5; class 1 p=2/3 r=1 -> .8; class 2 -> 0
+    assert m["macro_f1"] == pytest.approx((0.5 + 0.8 + 0.0) / 3)
+
+
+def test_train_and_evaluate_end_to_end_on_the_demo_build(tmp_path, cache):
+    videos = make_demo_corpus(tmp_path / "CAER", n_frames=10, clips_per_class={"train": 2, "validation": 1, "test": 1})
+    build = run_build(BuildConfig(videos=str(videos), out=str(tmp_path / "NCAER-S"), workers=2)).out
+    run = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", "--data", str(build), "--out", str(run), "--epochs", "1",
+                                       "--cache-dir", cache])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(main, ["evaluate", "--run", str(run), "--attention-maps", "3"])
+    assert result.exit_code == 0, result.output
+    results = json.loads((run / "eval-test" / "results.json").read_text())
+    assert results["samples"] == 35 and results["classes"][0] == "Anger"
+    assert len(results["confusion_matrix"]) == 7 and 0 <= results["macro_f1"] <= 1
+    for name in ("confusion_matrix.png", "confusion_matrix.csv", "predictions.csv", "attention_maps.png"):
+        assert (run / "eval-test" / name).is_file()
+    assert len(list((run / "eval-test" / "attention").glob("*.png"))) == 3
+    assert Path(run / "best.pt").is_file() and Path(run / "last.pt").is_file()
