@@ -89,7 +89,7 @@ def test_batches_crop_flip_rotate_deterministically(context_data, cache):
         torch.testing.assert_close(x, y)
     assert not np.array_equal(next(train_a.epoch(4))[3], a0[3])  # a new order every epoch
     # every training crop is a window of the stored context
-    ctx = torch.from_numpy(np.asarray(store.contexts[a0[3][0]])).permute(2, 0, 1).float() / 255
+    ctx = torch.from_numpy(np.array(store.contexts[a0[3][0]])).permute(2, 0, 1).float() / 255
     windows = ctx.unfold(1, 56, 1).unfold(2, 56, 1)  # (3, oy, ox, 56, 56)
     diffs = (windows - a0[1][0][:, None, None]).abs().amax(dim=(0, 3, 4))
     assert diffs.min() < 1e-6
