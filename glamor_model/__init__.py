@@ -1,5 +1,16 @@
-"""GLAMOR-Net and its baselines in PyTorch, trained and evaluated on `ncaer build` outputs."""
+"""GLAMOR-Net and its baselines in PyTorch, trained and evaluated on `ncaer build` outputs.
 
-from .registry import create_model, describe, list_models, register_model
+The registry (and torch) is imported on first use, so torch-free parts such as
+`glamor_model.preprocess` and ONNX inference in `glamor_model.predict` work without it.
+"""
 
-__all__ = ["create_model", "describe", "list_models", "register_model"]
+_REGISTRY = ("create_model", "describe", "list_models", "register_model")
+__all__ = list(_REGISTRY)
+
+
+def __getattr__(name):
+    if name in _REGISTRY:
+        from . import registry
+
+        return getattr(registry, name)
+    raise AttributeError(f"module 'glamor_model' has no attribute {name!r}")

@@ -34,29 +34,7 @@ import torch.nn.functional as F
 from ncaer.corpus import CAER_CLASSES
 from ncaer.imageset import load_imageset
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    face_size: int = 96
-    context_height: int = 128
-    context_width: int = 171
-    crop: int = 112
-    context_face: str = "masked"  # masked | visible
-
-    def __post_init__(self):
-        if self.context_face not in ("masked", "visible"):
-            raise ValueError("context_face must be masked or visible")
-        if self.crop > min(self.context_height, self.context_width):
-            raise ValueError("crop must fit in the resized context")
-
-    @property
-    def centre(self) -> tuple[int, int]:
-        """Top-left of the evaluation crop (8, 29 for the reference sizes)."""
-        return (self.context_height - self.crop) // 2, (self.context_width - self.crop) // 2
-
+from .preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess, preprocess
 
 @dataclass
 class Dataset:
@@ -101,25 +79,6 @@ def read_dataset(root: str | Path, boxes: str | Path | None = None) -> Dataset:
         images["video_id"] = images["video_id"].fillna("")
     samples = images[["sample_id", "path", "split", "label", "label_id", "video_id", "box"]]
     return Dataset(imageset.root, imageset.kind, classes, samples.reset_index(drop=True))
-
-
-def preprocess(rgb: np.ndarray, box, prep: Preprocess) -> tuple[np.ndarray, np.ndarray]:
-    """(face uint8 face_size^2 x 3, context uint8 context_height x context_width x 3) from an RGB frame."""
-    if box is not None:
-        x1, y1, x2, y2 = (int(v) for v in box)
-        face = rgb[max(y1, 0):y2, max(x1, 0):x2]
-    else:
-        face = None
-    if face is None or face.size == 0:
-        face_img = np.zeros((prep.face_size, prep.face_size, 3), np.uint8)
-    else:
-        face_img = cv2.resize(face, (prep.face_size, prep.face_size), interpolation=cv2.INTER_LINEAR)
-    context = rgb
-    if box is not None and prep.context_face == "masked":
-        context = rgb.copy()
-        context[max(y1, 0):max(y2, 0), max(x1, 0):max(x2, 0)] = 0
-    context = cv2.resize(context, (prep.context_width, prep.context_height), interpolation=cv2.INTER_AREA)
-    return face_img, context
 
 
 def _load_one(args) -> tuple[np.ndarray, np.ndarray, str]:

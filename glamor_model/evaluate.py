@@ -14,6 +14,8 @@ import torch
 from ncaer.manifest import write_csv, write_text
 
 from .data import Batches, Preprocess, cache_store, read_dataset
+from .overlay import attention_overlay
+from .pooling import POOLINGS, pool
 from .registry import create_model
 from .train import pick_device
 
@@ -77,19 +79,34 @@ def plot_confusion(cm: np.ndarray, classes: list[str], path: Path, title: str) -
     plt.close(fig)
 
 
-def attention_overlay(context_rgb: np.ndarray, attention: np.ndarray) -> np.ndarray:
-    """The attention map (h, w), upsampled and coloured, blended over the context image."""
-    h, w = context_rgb.shape[:2]
-    a = attention / max(attention.max(), 1e-12)
-    heat = cv2.applyColorMap((cv2.resize(a, (w, h), interpolation=cv2.INTER_CUBIC).clip(0, 1) * 255).astype(np.uint8),
-                             cv2.COLORMAP_JET)
-    return cv2.addWeighted(cv2.cvtColor(context_rgb, cv2.COLOR_RGB2BGR), 0.55, heat, 0.45, 0)
+def video_level(probs: np.ndarray, samples: pd.DataFrame, classes: list[str], beta: float, out: Path) -> dict:
+    """Clip-level metrics: frame probabilities grouped by video_id and pooled over time per pooling."""
+    if samples["video_id"].isna().any() or (samples["video_id"] == "").any():
+        raise ValueError("--video-level needs the source video of every sample: use an `ncaer build` output")
+    groups = samples.groupby("video_id", sort=True).indices
+    labels = np.array([samples["label_id"].iat[idx[0]] for idx in groups.values()])
+    table = pd.DataFrame({"video_id": list(groups), "label": [classes[i] for i in labels],
+                          "frames": [len(idx) for idx in groups.values()]})
+    results = {"beta": beta, "clips": len(groups)}
+    for how in POOLINGS:
+        pred = np.array([pool(probs[idx], how, beta).argmax() for idx in groups.values()])
+        results[how] = classification_metrics(labels, pred, len(classes))
+        table[f"predicted_{how}"] = [classes[i] for i in pred]
+        plot_confusion(np.array(results[how]["confusion_matrix"]), classes, out / f"confusion_matrix_clip_{how}.png",
+                       f"clips, {how} pooling: accuracy {results[how]['accuracy']:.1%}")
+    write_csv(table, out / "clip_predictions.csv")
+    return results
 
 
 def evaluate_run(run: str | Path, data: str | None = None, split: str = "test", checkpoint: str = "best",
                  out: str | Path | None = None, attention_maps: int = 0, boxes: str | None = None,
-                 device: str = "auto", cache_dir: str = "", workers: int = 2) -> dict:
-    """Evaluate a run on a split; writes results.json, predictions.csv, confusion_matrix.{csv,png}."""
+                 device: str = "auto", cache_dir: str = "", workers: int = 2, video: bool = False,
+                 beta: float = 5.0) -> dict:
+    """Evaluate a run on a split; writes results.json, predictions.csv, confusion_matrix.{csv,png}.
+
+    `video`: also pool the frame probabilities of each source video (mean, max, temporal
+    softmax pooling with `beta`) and report clip-level figures.
+    """
     dev = pick_device(device)
     model, ckpt = load_run(run, checkpoint, dev)
     config = ckpt["config"]
@@ -124,6 +141,8 @@ def evaluate_run(run: str | Path, data: str | None = None, split: str = "test", 
     if fusion:
         w = torch.cat(fusion).numpy()
         results["mean_fusion_weights"] = {"face": float(w[:, 0].mean()), "context": float(w[:, 1].mean())}
+    if video:
+        results["video_level"] = video_level(probs, samples, classes, beta, out)
     write_text(json.dumps(results, indent=2) + "\n", out / "results.json")
     predictions = pd.DataFrame({"sample_id": samples["sample_id"], "label": samples["label"],
                                 "predicted": [classes[i] for i in y_pred], "correct": y_true == y_pred})
@@ -153,7 +172,7 @@ def _write_attention_maps(store, samples, attention, y_pred, classes, prep, fold
     for k, i in enumerate(dict.fromkeys(picks)):
         context = np.asarray(store.contexts[i])[cy : cy + prep.crop, cx : cx + prep.crop]
         big = cv2.resize(context, (224, 224), interpolation=cv2.INTER_LINEAR)
-        overlay = attention_overlay(big, attention[i].reshape(side, -1))
+        overlay = attention_overlay(cv2.cvtColor(big, cv2.COLOR_RGB2BGR), attention[i].reshape(side, -1))
         tile = np.hstack([cv2.cvtColor(big, cv2.COLOR_RGB2BGR), overlay])
         caption = np.full((24, tile.shape[1], 3), 255, np.uint8)
         cv2.putText(caption, f"true {samples['label'].iat[i]} / predicted {classes[y_pred[i]]}", (4, 16),

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from glamor_model import create_model, list_models
-from glamor_model.data import Preprocess, preprocess
+from glamor_model.preprocess import Preprocess, preprocess
 from glamor_model.resnet import ResNet18
 
 FACE, CONTEXT = torch.rand(3, 3, 96, 96), torch.rand(3, 3, 112, 112)
