@@ -16,7 +16,7 @@ from ncaer.manifest import write_csv, write_text
 from .data import Batches, Preprocess, cache_store, read_dataset
 from .overlay import attention_overlay
 from .pooling import POOLINGS, pool
-from .registry import create_model
+from .registry import create_model, is_video_model
 from .train import pick_device
 
 
@@ -113,6 +113,15 @@ def evaluate_run(run: str | Path, data: str | None = None, split: str = "test", 
     data = data or config["data"]
     out = Path(out) if out else Path(run) / f"eval-{split}"
     out.mkdir(parents=True, exist_ok=True)
+    cache_dir = cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "ncaer", "arrays")
+    if is_video_model(ckpt["model_name"]):
+        from .video import evaluate_clips
+
+        results = {"run": str(run), "checkpoint": checkpoint, "epoch": ckpt["epoch"], "model": ckpt["model_name"],
+                   "data": str(data), "split": split, "classes": ckpt["classes"],
+                   **evaluate_clips(model, ckpt, data, split, out, dev, cache_dir, workers, beta)}
+        write_text(json.dumps(results, indent=2) + "\n", out / "results.json")
+        return {**results, "out": str(out)}
     dataset = read_dataset(data, boxes or config.get("boxes"))
     if dataset.classes != ckpt["classes"]:
         raise ValueError(f"{data} has classes {dataset.classes}, the model was trained on {ckpt['classes']}")
@@ -120,8 +129,7 @@ def evaluate_run(run: str | Path, data: str | None = None, split: str = "test", 
     if samples.empty:
         raise ValueError(f"{data} has no {split!r} samples")
     prep = Preprocess(**ckpt["prep"])
-    store = cache_store(samples, prep, cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "ncaer", "arrays"),
-                        workers)
+    store = cache_store(samples, prep, cache_dir, workers)
     batches = Batches(store, prep, 64, False, device=dev, normalize=ckpt["normalize"])
     probs, attention, fusion = [], [], []
     with torch.inference_mode():

@@ -9,14 +9,19 @@ from torch import nn
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 _DESCRIPTIONS: dict[str, str] = {}
+_VIDEO: set[str] = set()
 
 
-def register_model(name: str, description: str):
+def register_model(name: str, description: str, video: bool = False):
+    """`video`: the model takes clips (B, T, 3, S, S) of face crops and a frame mask (B, T)."""
+
     def wrap(fn):
         if name in _MODELS:
             raise ValueError(f"model {name!r} registered twice")
         _MODELS[name] = fn
         _DESCRIPTIONS[name] = description
+        if video:
+            _VIDEO.add(name)
         return fn
 
     return wrap
@@ -25,6 +30,11 @@ def register_model(name: str, description: str):
 def list_models(pattern: str = "*") -> list[str]:
     _load()
     return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
+
+
+def is_video_model(name: str) -> bool:
+    _load()
+    return name in _VIDEO
 
 
 def describe(name: str) -> str:
@@ -43,4 +53,4 @@ def create_model(name: str, num_classes: int = 7, **kwargs) -> nn.Module:
 
 def _load():
     # model files register themselves on import
-    from . import glamor  # noqa: F401
+    from . import glamor, video  # noqa: F401

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
+import pandas as pd
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -29,7 +30,7 @@ import yaml
 from ncaer.manifest import write_text
 
 from .data import Batches, Preprocess, cache_store, read_dataset
-from .registry import create_model
+from .registry import create_model, is_video_model
 
 METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "samples_per_s", "seconds"]
 
@@ -60,6 +61,7 @@ class TrainConfig:
     context_width: int = 171
     crop: int = 112
     val_split: str = "val"
+    frames: int = 8  # video models: frames per clip
     cache_dir: str = ""  # default: ~/.cache/ncaer/arrays
     workers: int = 2  # processes that preprocess the images into the cache
     data_on_device: str = "auto"  # keep the uint8 arrays on the GPU when they fit
@@ -200,26 +202,39 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
 
-    dataset = read_dataset(config.data, config.boxes)
-    train_samples = dataset.split("train")
-    val_samples = dataset.split(config.val_split)
-    if train_samples.empty:
-        raise ValueError(f"{config.data} has no training samples")
     cache_dir = config.cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "ncaer", "arrays")
     prep = config.prep
-    train_store = cache_store(train_samples, prep, cache_dir, config.workers)
-    val_store = cache_store(val_samples, prep, cache_dir, config.workers) if len(val_samples) else None
-    on_device = config.data_on_device == "on" or (
-        config.data_on_device == "auto" and device.type == "cuda"
-        and (train_store.faces.nbytes + train_store.contexts.nbytes) < 0.3 * torch.cuda.mem_get_info(device)[0])
     channels_last = config.channels_last == "on" or (config.channels_last == "auto" and device.type == "cuda")
     common = dict(device=device, seed=config.seed, normalize=config.normalize, channels_last=channels_last)
-    train_batches = Batches(train_store, prep, config.batch_size, True, rank=ddp.rank, world=ddp.world,
-                            on_device=on_device, **common)
-    val_batches = Batches(val_store, prep, config.batch_size * 2, False, **common) if val_store else None
+    if is_video_model(config.model):
+        from .video import ClipBatches, clip_store, ensure_build
+
+        build = ensure_build(config.data, config.frames, cache_dir, config.workers)
+        classes = read_dataset(build).classes
+        train_store = clip_store(build, "train", config.frames, prep, cache_dir)
+        has_val = (pd.read_parquet(build / "manifest.parquet", columns=["split"])["split"] == config.val_split).any()
+        val_store = clip_store(build, config.val_split, config.frames, prep, cache_dir) if has_val else None
+        train_batches = ClipBatches(train_store, config.batch_size, True, rank=ddp.rank, world=ddp.world, **common)
+        val_batches = ClipBatches(val_store, config.batch_size, False, **common) if val_store else None
+        channels_last = False  # 5-D clips
+    else:
+        dataset = read_dataset(config.data, config.boxes)
+        classes = dataset.classes
+        train_samples = dataset.split("train")
+        val_samples = dataset.split(config.val_split)
+        if train_samples.empty:
+            raise ValueError(f"{config.data} has no training samples")
+        train_store = cache_store(train_samples, prep, cache_dir, config.workers)
+        val_store = cache_store(val_samples, prep, cache_dir, config.workers) if len(val_samples) else None
+        on_device = config.data_on_device == "on" or (
+            config.data_on_device == "auto" and device.type == "cuda"
+            and (train_store.faces.nbytes + train_store.contexts.nbytes) < 0.3 * torch.cuda.mem_get_info(device)[0])
+        train_batches = Batches(train_store, prep, config.batch_size, True, rank=ddp.rank, world=ddp.world,
+                                on_device=on_device, **common)
+        val_batches = Batches(val_store, prep, config.batch_size * 2, False, **common) if val_store else None
 
     torch.manual_seed(config.seed)
-    model = create_model(config.model, num_classes=len(dataset.classes), **config.model_kwargs).to(device)
+    model = create_model(config.model, num_classes=len(classes), **config.model_kwargs).to(device)
     if config.sync_bn and ddp.world > 1:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if channels_last:
@@ -238,7 +253,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
     step_fn = torch.compile(net) if config.compile else net
     amp_dtype = _amp_dtype(config, device)
     scaler = torch.amp.GradScaler(enabled=amp_dtype == torch.float16)
-    meta = {"model_name": config.model, "classes": dataset.classes, "prep": asdict(prep),
+    meta = {"model_name": config.model, "classes": classes, "prep": asdict(prep),
             "normalize": config.normalize, "model_kwargs": config.model_kwargs, "config": config.to_dict()}
     if ddp.main:
         write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), out / "config.yaml")

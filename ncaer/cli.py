@@ -298,6 +298,8 @@ def _train_options(f):
         click.option("--context-size", default=None, help="Context resize HxW before cropping [128x171]."),
         click.option("--crop", type=int, default=None, help="Context crop [112]."),
         click.option("--val-split", default=None, help="Split used to pick the best checkpoint [val]."),
+        click.option("--frames", type=int, default=None,
+                     help="Video models: frames per clip; --data may then be a video corpus (built once) [8]."),
         click.option("--cache-dir", default=None, help="Where preprocessed arrays are kept [~/.cache/ncaer/arrays]."),
         click.option("--workers", type=int, default=None, help="Processes preprocessing images into the cache [2]."),
         click.option("--data-on-device", type=click.Choice(["auto", "on", "off"]), default=None,
@@ -341,7 +343,10 @@ def _train_overrides(kw: dict) -> dict:
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --out.")
 @click.option("--list-models", is_flag=True, help="List the models and exit.")
 def train(config_file, resume, overwrite, list_models, **kw):
-    """Train GLAMOR-Net or a baseline on a dataset (reference recipe, batch 32).
+    """Train GLAMOR-Net, a baseline or a clip model on a dataset (reference recipe, batch 32).
+
+    Frame models read a static dataset; clip models (video-*) also take a video
+    corpus directly (--data CAER/), built once into the cache with --frames segments.
 
     Writes OUT/config.yaml, metrics.csv (per epoch), best.pt (best on --val-split)
     and last.pt. Deterministic on the CPU; interrupting and running again with
@@ -443,6 +448,15 @@ def evaluate(run, data, split, checkpoint, boxes, out, attention_maps, video_lev
     table.add_row("[bold]overall", f"[bold]{r['accuracy']:.4f}", f"[bold]{r['macro_f1']:.4f} (macro)",
                   str(r["samples"]))
     out_console.print(table)
+    if "pooling_comparison" in r:
+        cmp_table = Table(title="clip accuracy by pooling of the same frame scores")
+        cmp_table.add_column("pooling")
+        cmp_table.add_column("accuracy", justify="right")
+        for name, acc in r["pooling_comparison"].items():
+            cmp_table.add_row(name, f"{acc:.4f}")
+        out_console.print(cmp_table)
+        if "learned_beta" in r:
+            out_console.print(f"learned beta: {r['learned_beta']:.3f}")
     if "video_level" in r:
         v = r["video_level"]
         clip_table = Table(title=f"clip level ({v['clips']} clips; frames: accuracy {r['accuracy']:.4f}, "

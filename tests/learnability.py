@@ -50,3 +50,45 @@ def make_dataset(root, carrier: str, per_class: dict[str, int], seed: int = 0) -
                 cv2.imwrite(str(root / "images" / split / label / f"{i:04d}.png"), img)
                 (root / "crop" / split / label / f"{i:04d}.txt").write_text(f"{x},{y},{x + size},{y + size}\n")
     return root
+
+
+def make_clip_dataset(root, per_class: dict[str, int], frames: int = 8, expressive: int = 1, seed: int = 0,
+                      filler: str = "noise") -> Path:
+    """An `ncaer build`-like dataset of clips where only `expressive` frames per clip show the class.
+
+    The other frames carry no label signal: random pixels (`filler="noise"`), or the
+    texture of class "a" (`filler="neutral"`: then "a" clips show it in every frame).
+    """
+    import pandas as pd
+
+    from ncaer.manifest import to_frame, write_manifest
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    rows = []
+    size, box = 48, (8, 8, 40, 40)
+    for split, n in per_class.items():
+        for label_id, label in enumerate(CLASSES):
+            (root / "images" / split / label).mkdir(parents=True, exist_ok=True)
+            for clip in range(n):
+                shown = set(rng.choice(frames, expressive, replace=False).tolist())
+                video_id = f"{split}/{label}/{clip:04d}"
+                for seg in range(frames):
+                    img = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+                    if seg in shown:
+                        img[8:40, 8:40] = _pattern(label_id, rng, 32, 32)
+                    elif filler == "neutral":
+                        img[8:40, 8:40] = _pattern(0, rng, 32, 32)
+                    rel = f"images/{video_id}_{seg}.png"
+                    cv2.imwrite(str(root / rel), img)
+                    rows.append({"sample_id": f"{video_id}_{seg}", "split": split, "label": label,
+                                 "label_id": label_id, "video_id": video_id, "group": video_id,
+                                 "source_path": f"{video_id}.avi", "source_fingerprint": "", "segment": seg,
+                                 "n_segments": frames, "frame_index": seg, "timestamp_s": seg / 30, "n_frames": frames,
+                                 "fps": 30.0, "width": size, "height": size, "face_x1": box[0], "face_y1": box[1],
+                                 "face_x2": box[2], "face_y2": box[3], "face_score": 0.9, "n_faces": 1,
+                                 "has_face": True, "detector": "generated", "decoder": "", "image_path": rel,
+                                 "crop_path": "", "face_path": "", "context_path": ""})
+    write_manifest(to_frame(rows), root)
+    pd.Series({"corpus": {"classes": CLASSES}}).to_json(root / "build.json")
+    return root
