@@ -2,11 +2,12 @@ import numpy as np
 import pytest
 import torch
 
-from glamor_model import create_model, list_models
+from glamor_model import create_model, is_video_model, list_models
 from glamor_model.preprocess import Preprocess, preprocess
 from glamor_model.resnet import ResNet18
 
 FACE, CONTEXT = torch.rand(3, 3, 96, 96), torch.rand(3, 3, 112, 112)
+FRAME_MODELS = [n for n in list_models() if not is_video_model(n)]
 
 
 def trainable(model):
@@ -17,7 +18,7 @@ def test_glamor_has_exactly_the_reference_parameter_count():
     assert trainable(create_model("glamor", num_classes=7)) == 2_158_602
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", FRAME_MODELS)
 def test_every_model_gives_logits_and_normalised_weights(name):
     model = create_model(name, num_classes=7).eval()
     with torch.no_grad():
@@ -32,7 +33,7 @@ def test_every_model_gives_logits_and_normalised_weights(name):
 
 
 def test_attention_kinds_per_setting():
-    kinds = {n: create_model(n).attention_kind for n in list_models()}
+    kinds = {n: create_model(n).attention_kind for n in FRAME_MODELS}
     assert kinds["glamor"] == kinds["context-gla"] == "gla"
     assert kinds["caer-net-s"] == kinds["context-ca"] == "ca"
     assert kinds["face-context-none"] == kinds["context-none"] == "none"
@@ -87,3 +88,19 @@ def test_no_face_gives_a_black_face_and_an_unmasked_context():
     rgb = np.full((200, 300, 3), 77, np.uint8)
     face, context = preprocess(rgb, None, Preprocess())
     assert (face == 0).all() and (context == 77).all()
+
+
+@pytest.mark.parametrize("name", ["video-tsp", "video-mean", "video-max"])
+def test_clip_models_pool_frames_into_clip_log_probabilities(name):
+    model = create_model(name, num_classes=5).eval()
+    clips, mask = torch.rand(2, 6, 3, 96, 96), torch.ones(2, 6, dtype=torch.bool)
+    mask[1, 4:] = False
+    with torch.no_grad():
+        out = model.forward_all(clips, mask)
+    assert out["frame_probs"].shape == (2, 6, 5) and out["spatial_attention"].shape == (2, 6, 36)
+    torch.testing.assert_close(out["logits"].exp().sum(1), torch.ones(2))
+    # masked frames do not change the clip
+    other = clips.clone()
+    other[1, 4:] = torch.rand(2, 3, 96, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(model(other, mask)[1], out["logits"][1])
