@@ -64,7 +64,7 @@ def main():
                           channels_last=cuda)
         n, t = 0, time.perf_counter()
         for epoch in range(100):
-            for faces, contexts, labels, _ in batches.epoch(epoch):
+            for _faces, _contexts, labels, _ in batches.epoch(epoch):
                 n += len(labels)
             if time.perf_counter() - t > 3:
                 break

@@ -90,6 +90,14 @@ def _load_one(args) -> tuple[np.ndarray, np.ndarray, str]:
     return (*preprocess(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), box, prep), "")
 
 
+def publish(tmp: Path, folder: Path) -> None:
+    """Move a finished cache folder into place (atomic); if another process made it first, keep theirs."""
+    try:
+        os.replace(tmp, folder)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 class ArrayStore:
     """uint8 faces (N, S, S, 3) and contexts (N, H, W, 3), with int64 labels."""
 
@@ -138,10 +146,7 @@ def cache_store(samples: pd.DataFrame, prep: Preprocess, cache_dir: str | Path, 
     del faces, contexts
     np.save(tmp / "labels.npy", samples["label_id"].to_numpy(np.int64))
     (tmp / "problems.txt").write_text("\n".join(problems))
-    try:
-        os.replace(tmp, folder)
-    except OSError:  # another process made it first
-        shutil.rmtree(tmp, ignore_errors=True)
+    publish(tmp, folder)
     return ArrayStore(folder)
 
 
@@ -152,6 +157,25 @@ def _rotate(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
     mat = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
     grid = F.affine_grid(mat, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def epoch_order(n: int, train: bool, seed: int, epoch: int, rank: int = 0, world: int = 1) -> np.ndarray:
+    """Sample order of an epoch: a permutation seeded by (seed, epoch) in training; with `world` > 1
+    this rank's share (every world-th, padded so all ranks get as many)."""
+    order = np.random.default_rng([seed, epoch]).permutation(n) if train else np.arange(n)
+    if world > 1:
+        per_rank = math.ceil(n / world)
+        order = np.concatenate([order, order[: per_rank * world - n]])[rank::world]
+    return order
+
+
+def epoch_generator(seed: int, epoch: int, rank: int = 0) -> torch.Generator:
+    """The augmentation draws of an epoch on one rank."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch * 1009 + rank) & 0x7FFFFFFF)
+
+
+def batch_count(n: int, batch_size: int, world: int = 1) -> int:
+    return math.ceil(math.ceil(n / world) / batch_size)
 
 
 class Batches:
@@ -178,19 +202,7 @@ class Batches:
         self.labels = torch.from_numpy(store.labels)
 
     def __len__(self) -> int:
-        per_rank = math.ceil(len(self.store) / self.world)
-        return math.ceil(per_rank / self.batch_size)
-
-    def _order(self, epoch: int) -> np.ndarray:
-        n = len(self.store)
-        if self.train:
-            order = np.random.default_rng([self.seed, epoch]).permutation(n)
-        else:
-            order = np.arange(n)
-        if self.world > 1:  # pad so every rank gets the same number of batches
-            per_rank = math.ceil(n / self.world)
-            order = np.concatenate([order, order[: per_rank * self.world - n]])[self.rank :: self.world]
-        return order
+        return batch_count(len(self.store), self.batch_size, self.world)
 
     def _gather(self, idx: np.ndarray):
         if self.faces is not None:
@@ -205,8 +217,8 @@ class Batches:
         return faces.to(self.device, non_blocking=True), contexts.to(self.device, non_blocking=True)
 
     def epoch(self, epoch: int = 0):
-        order = self._order(epoch)
-        gen = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch * 1009 + self.rank) & 0x7FFFFFFF)
+        order = epoch_order(len(self.store), self.train, self.seed, epoch, self.rank, self.world)
+        gen = epoch_generator(self.seed, epoch, self.rank)
         crop, (cy, cx) = self.prep.crop, self.prep.centre
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
 from dataclasses import replace
@@ -30,10 +29,9 @@ import cv2
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .data import _rotate
+from .data import _rotate, batch_count, epoch_generator, epoch_order, publish
 from .glamor import ConvEncoder, ResNetFaceEncoder
 from .pooling import temporal_softmax_pool
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess, preprocess
@@ -181,10 +179,7 @@ def clip_store(build: Path, split: str, frames: int, prep: Preprocess, cache_dir
     np.save(tmp / "mask.npy", mask)
     np.save(tmp / "labels.npy", labels)
     (tmp / "video_ids.txt").write_text("\n".join(str(v) for v, _ in groups))
-    try:
-        os.replace(tmp, folder)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
+    publish(tmp, folder)
     return ClipStore(folder)
 
 
@@ -198,15 +193,11 @@ class ClipBatches:
         self.normalize, self.max_rotation = normalize, max_rotation
 
     def __len__(self) -> int:
-        return math.ceil(math.ceil(len(self.store) / self.world) / self.batch_size)
+        return batch_count(len(self.store), self.batch_size, self.world)
 
     def epoch(self, epoch: int = 0):
-        n = len(self.store)
-        order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.train else np.arange(n)
-        if self.world > 1:
-            per_rank = math.ceil(n / self.world)
-            order = np.concatenate([order, order[: per_rank * self.world - n]])[self.rank :: self.world]
-        gen = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch * 1009 + self.rank) & 0x7FFFFFFF)
+        order = epoch_order(len(self.store), self.train, self.seed, epoch, self.rank, self.world)
+        gen = epoch_generator(self.seed, epoch, self.rank)
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
             sorted_idx = np.sort(idx)

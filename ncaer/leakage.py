@@ -109,8 +109,8 @@ def check_leakage(imageset: ImageSet, config: LeakConfig = LeakConfig()) -> Leak
         pa, pb = ia[di], ib[qi]
         near = (dist <= config.threshold) & (np.bitwise_count(dh[pa] ^ dh[pb]) <= config.dhash_threshold)
         frames.append(_pairs(images, pa[near], pb[near], dist[near], "near"))
-        same = [i for i, (x, y) in enumerate(zip(pa, pb)) if _pixels(images, x, pixel_cache) is not None
-                and _pixels(images, x, pixel_cache) == _pixels(images, y, pixel_cache)]
+        same = [i for i, (x, y) in enumerate(zip(pa, pb))
+                if (h := _pixels(images, x, pixel_cache)) is not None and h == _pixels(images, y, pixel_cache)]
         frames.append(_pairs(images, pa[same], pb[same], np.zeros(len(same), np.int16), "exact"))
     timings["search_s"] = time.perf_counter() - t
 

@@ -50,7 +50,7 @@ def test_context_only_gla_uses_the_face_for_attention_but_not_for_the_decision()
 
 
 def test_face_only_and_context_none_ignore_the_other_input():
-    for name, keep, change in (("face-only", 0, 1), ("context-none", 1, 0)):
+    for name, change in (("face-only", 1), ("context-none", 0)):
         model = create_model(name).eval()
         inputs = [FACE, CONTEXT]
         other = list(inputs)

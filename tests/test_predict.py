@@ -13,7 +13,6 @@ from conftest import box_iou
 
 from glamor_model.evaluate import evaluate_run
 from glamor_model.train import TrainConfig, train
-from ncaer import synthetic
 from ncaer.build import run_build
 from ncaer.cli import main
 from ncaer.config import BuildConfig
