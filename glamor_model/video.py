@@ -93,17 +93,17 @@ class VideoNet(nn.Module):
 
 
 @register_model("video-tsp", "clips: face CNN + spatial attention per frame, learned temporal softmax pooling",
-                video=True)
+                family="video")
 def video_tsp(num_classes=7, **kw):
     return VideoNet(num_classes, "softmax", **kw)
 
 
-@register_model("video-mean", "clips: as video-tsp with mean pooling over frames", video=True)
+@register_model("video-mean", "clips: as video-tsp with mean pooling over frames", family="video")
 def video_mean(num_classes=7, **kw):
     return VideoNet(num_classes, "mean", **kw)
 
 
-@register_model("video-max", "clips: as video-tsp with max pooling over frames", video=True)
+@register_model("video-max", "clips: as video-tsp with max pooling over frames", family="video")
 def video_max(num_classes=7, **kw):
     return VideoNet(num_classes, "max", **kw)
 
