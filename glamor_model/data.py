@@ -41,7 +41,7 @@ class Dataset:
     root: Path
     kind: str
     classes: list[str]
-    samples: pd.DataFrame  # sample_id, path, split, label, label_id, video_id, box
+    samples: pd.DataFrame  # sample_id, path, split, label, label_id, video_id, box, target (synthetic data)
 
     def split(self, name: str) -> pd.DataFrame:
         return self.samples[self.samples["split"] == name].reset_index(drop=True)
@@ -66,6 +66,8 @@ def read_dataset(root: str | Path, boxes: str | Path | None = None) -> Dataset:
         classes = (json.loads(build.read_text())["corpus"]["classes"] if build.is_file() else
                    list(m.drop_duplicates("label_id").sort_values("label_id")["label"]))
         images["sample_id"] = m["sample_id"].astype(str).to_numpy()
+        if "target_path" in m:  # `ncaer synth` output: the clean face on black
+            images["target"] = [str(imageset.root / p) for p in m["target_path"]]
     else:
         labels = sorted(images["label"].unique(), key=str.lower)
         lookup = {c.lower(): c for c in CAER_CLASSES}
@@ -77,7 +79,9 @@ def read_dataset(root: str | Path, boxes: str | Path | None = None) -> Dataset:
         images["label_id"] = [classes.index(label) for label in images["label"]]
         images["sample_id"] = images["image"]
         images["video_id"] = images["video_id"].fillna("")
-    samples = images[["sample_id", "path", "split", "label", "label_id", "video_id", "box"]]
+    if "target" not in images:
+        images["target"] = None
+    samples = images[["sample_id", "path", "split", "label", "label_id", "video_id", "box", "target"]]
     return Dataset(imageset.root, imageset.kind, classes, samples.reset_index(drop=True))
 
 
@@ -174,11 +178,29 @@ def epoch_generator(seed: int, epoch: int, rank: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + epoch * 1009 + rank) & 0x7FFFFFFF)
 
 
-def batch_count(n: int, batch_size: int, world: int = 1) -> int:
-    return math.ceil(math.ceil(n / world) / batch_size)
+def read_rows(array: np.ndarray, idx: np.ndarray) -> torch.Tensor:
+    """array[idx] as a tensor, reading a memory-mapped array in file order."""
+    order = np.argsort(idx)
+    rows = array[idx[order]]
+    return torch.from_numpy(rows[np.argsort(order)])
 
 
-class Batches:
+class EpochBatches:
+    """What every batch iterator shares: the epoch's sample order (sharded across ranks) and its
+    seeded augmentation draws. Subclasses set store, batch_size, train, seed, rank, world."""
+
+    def __len__(self) -> int:
+        return math.ceil(math.ceil(len(self.store) / self.world) / self.batch_size)
+
+    def index_batches(self, epoch: int):
+        """(indices, generator) per batch of the epoch."""
+        order = epoch_order(len(self.store), self.train, self.seed, epoch, self.rank, self.world)
+        gen = epoch_generator(self.seed, epoch, self.rank)
+        for start in range(0, len(order), self.batch_size):
+            yield order[start : start + self.batch_size], gen
+
+
+class Batches(EpochBatches):
     """Batches of (face, context, label) tensors on `device`, augmented for training.
 
     Randomness (order, crops, flips, rotations) comes from a generator seeded with
@@ -201,27 +223,18 @@ class Batches:
             self.faces = self.contexts = None
         self.labels = torch.from_numpy(store.labels)
 
-    def __len__(self) -> int:
-        return batch_count(len(self.store), self.batch_size, self.world)
-
     def _gather(self, idx: np.ndarray):
         if self.faces is not None:
             t = torch.from_numpy(idx).to(self.device)
             return self.faces[t], self.contexts[t]
-        sorted_idx = np.sort(idx)  # memmap reads in file order, then back to the batch order
-        inverse = np.argsort(np.argsort(idx))
-        faces = torch.from_numpy(self.store.faces[sorted_idx][inverse])
-        contexts = torch.from_numpy(self.store.contexts[sorted_idx][inverse])
+        faces, contexts = read_rows(self.store.faces, idx), read_rows(self.store.contexts, idx)
         if self.device.type == "cuda":
             faces, contexts = faces.pin_memory(), contexts.pin_memory()
         return faces.to(self.device, non_blocking=True), contexts.to(self.device, non_blocking=True)
 
     def epoch(self, epoch: int = 0):
-        order = epoch_order(len(self.store), self.train, self.seed, epoch, self.rank, self.world)
-        gen = epoch_generator(self.seed, epoch, self.rank)
         crop, (cy, cx) = self.prep.crop, self.prep.centre
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
+        for idx, gen in self.index_batches(epoch):
             faces, contexts = self._gather(idx)
             faces = faces.permute(0, 3, 1, 2).float().div_(255)
             contexts = contexts.permute(0, 3, 1, 2).float().div_(255)
@@ -245,3 +258,116 @@ class Batches:
             layout = torch.channels_last if self.channels_last else torch.contiguous_format
             yield (faces.contiguous(memory_format=layout), contexts.contiguous(memory_format=layout),
                    self.labels[torch.from_numpy(idx)].to(self.device), idx)
+
+
+# --- whole images with a reconstruction target (FERAtt and its baseline) ---
+
+def _load_image_pair(args) -> tuple[np.ndarray, np.ndarray, tuple, str]:
+    """(image, target, box in output pixels, error) at size x size.
+
+    Synthetic samples: the composite and its clean face on black. Otherwise the face
+    crop is both the image and the target (clean faces)."""
+    path, box, target, size, gray = args
+    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+    if bgr is None:
+        blank = np.zeros((size, size, 1 if gray else 3), np.uint8)
+        return blank, blank, (0, 0, size, size), f"unreadable image {path}"
+    h, w = bgr.shape[:2]
+    if target is not None:
+        tgt = cv2.imread(target, cv2.IMREAD_COLOR)
+        tgt = np.zeros_like(bgr) if tgt is None else tgt
+        sx, sy = size / w, size / h
+        out_box = (0, 0, size, size) if box is None else (
+            round(box[0] * sx), round(box[1] * sy), round(box[2] * sx), round(box[3] * sy))
+    else:
+        if box is not None:
+            x1, y1, x2, y2 = (int(v) for v in box)
+            bgr = bgr[max(y1, 0):y2, max(x1, 0):x2] if (y2 > y1 and x2 > x1) else bgr
+        tgt, out_box = bgr, (0, 0, size, size)
+    pair = []
+    for img in (bgr, tgt):
+        img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)[..., None] if gray else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        pair.append(img)
+    return pair[0], pair[1], out_box, ""
+
+
+class ImageStore:
+    """uint8 images and targets (N, S, S, C), face boxes (N, 4) in output pixels, labels."""
+
+    def __init__(self, folder: Path):
+        self.images = np.load(folder / "images.npy", mmap_mode="r")
+        self.targets = np.load(folder / "targets.npy", mmap_mode="r")
+        self.boxes = np.load(folder / "boxes.npy")
+        self.labels = np.load(folder / "labels.npy")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def image_store(samples: pd.DataFrame, size: int, grayscale: bool, cache_dir: str | Path,
+                workers: int = 1) -> ImageStore:
+    key = hashlib.sha256(json.dumps({
+        "size": size, "gray": grayscale,
+        "samples": [(p, os.path.getsize(p) if os.path.exists(p) else -1, str(b), str(t), int(y))
+                    for p, b, t, y in zip(samples["path"], samples["box"], samples["target"], samples["label_id"])],
+    }).encode()).hexdigest()[:20]
+    folder = Path(cache_dir) / f"images-{key}"
+    if (folder / "labels.npy").is_file():
+        return ImageStore(folder)
+    tmp = Path(cache_dir) / f".images-{key}.{os.getpid()}.part"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    n, c = len(samples), 1 if grayscale else 3
+    images = np.lib.format.open_memmap(tmp / "images.npy", "w+", np.uint8, (n, size, size, c))
+    targets = np.lib.format.open_memmap(tmp / "targets.npy", "w+", np.uint8, (n, size, size, c))
+    boxes = np.zeros((n, 4), np.int64)
+    jobs = [(p, b, t, size, grayscale) for p, b, t in zip(samples["path"], samples["box"], samples["target"])]
+    pool = ProcessPoolExecutor(workers) if workers > 1 and n > 256 else None
+    problems = []
+    for i, (img, tgt, box, error) in enumerate(pool.map(_load_image_pair, jobs, chunksize=32) if pool
+                                                else map(_load_image_pair, jobs)):
+        images[i], targets[i], boxes[i] = img, tgt, box
+        if error:
+            problems.append(error)
+    if pool:
+        pool.shutdown()
+    images.flush()
+    targets.flush()
+    del images, targets
+    np.save(tmp / "boxes.npy", boxes)
+    np.save(tmp / "labels.npy", samples["label_id"].to_numpy(np.int64))
+    (tmp / "problems.txt").write_text("\n".join(problems))
+    publish(tmp, folder)
+    return ImageStore(folder)
+
+
+class ImageBatches(EpochBatches):
+    """Batches of (images, targets, labels, indices) as float NCHW in [0, 1]; training flips both alike."""
+
+    def __init__(self, store: ImageStore, batch_size: int, train: bool, device="cpu", seed: int = 0,
+                 normalize: bool = False, rank: int = 0, world: int = 1, channels_last: bool = False):
+        self.store, self.batch_size, self.train = store, batch_size, train
+        self.device, self.seed, self.rank, self.world = torch.device(device), seed, rank, world
+        self.layout = torch.channels_last if channels_last else torch.contiguous_format
+
+    def epoch(self, epoch: int = 0):
+        for idx, gen in self.index_batches(epoch):
+            pair = [read_rows(a, idx).to(self.device).permute(0, 3, 1, 2).float().div_(255)
+                    for a in (self.store.images, self.store.targets)]
+            if self.train:
+                flip = (torch.rand(len(idx), generator=gen) < 0.5).to(self.device)[:, None, None, None]
+                pair = [torch.where(flip, x.flip(3), x) for x in pair]
+            images, targets = (x.contiguous(memory_format=self.layout) for x in pair)
+            yield images, targets, torch.from_numpy(self.store.labels[idx]).to(self.device), idx
+
+
+def attention_in_box(attention: torch.Tensor, boxes: np.ndarray) -> torch.Tensor:
+    """Share of each (S, S) attention map's mass inside its face box (x1, y1, x2, y2 in map pixels)."""
+    b, h, w = attention.shape
+    ys = torch.arange(h, device=attention.device)[None, :, None]
+    xs = torch.arange(w, device=attention.device)[None, None, :]
+    bx = torch.as_tensor(boxes, device=attention.device)
+    inside = ((ys >= bx[:, 1, None, None]) & (ys < bx[:, 3, None, None]) &
+              (xs >= bx[:, 0, None, None]) & (xs < bx[:, 2, None, None]))
+    return (attention * inside).sum((1, 2)) / attention.sum((1, 2)).clamp(min=1e-12)

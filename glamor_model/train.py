@@ -29,8 +29,8 @@ import yaml
 
 from ncaer.manifest import write_text
 
-from .data import Batches, Preprocess, cache_store, read_dataset
-from .registry import create_model, is_video_model
+from .data import Batches, ImageBatches, Preprocess, cache_store, image_store, read_dataset
+from .registry import create_model, model_family
 
 METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "samples_per_s", "seconds"]
 
@@ -43,6 +43,7 @@ class TrainConfig:
     boxes: str | None = None  # box file for image-folder datasets
     epochs: int = 60
     batch_size: int = 32
+    optimizer: str = "sgd"  # sgd (GLAMOR-Net's recipe) | adam (FERAtt's)
     lr: float = 5e-4
     momentum: float = 0.9
     weight_decay: float = 0.0
@@ -62,6 +63,8 @@ class TrainConfig:
     crop: int = 112
     val_split: str = "val"
     frames: int = 8  # video models: frames per clip
+    image_size: int = 128  # face-image models (FERAtt, PreActResNet-18): input size
+    grayscale: bool = False  # face-image models: one input channel
     cache_dir: str = ""  # default: ~/.cache/ncaer/arrays
     workers: int = 2  # processes that preprocess the images into the cache
     data_on_device: str = "auto"  # keep the uint8 arrays on the GPU when they fit
@@ -151,8 +154,9 @@ def _atomic_save(obj, path: Path) -> None:
 
 
 def _write_metrics(rows: list[dict], path: Path) -> None:
+    extra = sorted({k for r in rows for k in r} - set(METRIC_COLUMNS))  # per-term losses (train_ce, train_rec...)
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, METRIC_COLUMNS)
+    writer = csv.DictWriter(buf, METRIC_COLUMNS + extra)
     writer.writeheader()
     writer.writerows(rows)
     write_text(buf.getvalue(), path)
@@ -168,7 +172,8 @@ def evaluate_batches(model, batches: Batches, amp_dtype=None) -> tuple[float, fl
     total_loss, correct, n, preds = 0.0, 0, 0, []
     with torch.inference_mode(), torch.autocast(batches.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         for faces, contexts, labels, _ in batches.epoch(0):
-            logits = model(faces, contexts).float()
+            out = model(faces, contexts)
+            logits = (out["logits"] if isinstance(out, dict) else out).float()
             total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
             pred = logits.argmax(1)
             correct += (pred == labels).sum().item()
@@ -206,7 +211,9 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
     prep = config.prep
     channels_last = config.channels_last == "on" or (config.channels_last == "auto" and device.type == "cuda")
     common = dict(device=device, seed=config.seed, normalize=config.normalize, channels_last=channels_last)
-    if is_video_model(config.model):
+    family = model_family(config.model)
+    model_kwargs = dict(config.model_kwargs)
+    if family == "video":
         from .video import ClipBatches, clip_store, ensure_build
 
         build = ensure_build(config.data, config.frames, cache_dir, config.workers)
@@ -217,6 +224,18 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
         train_batches = ClipBatches(train_store, config.batch_size, True, rank=ddp.rank, world=ddp.world, **common)
         val_batches = ClipBatches(val_store, config.batch_size, False, **common) if val_store else None
         channels_last = False  # 5-D clips
+    elif family == "face-image":
+        dataset = read_dataset(config.data, config.boxes)
+        classes = dataset.classes
+        train_store = image_store(dataset.split("train"), config.image_size, config.grayscale, cache_dir,
+                                  config.workers)
+        val_samples = dataset.split(config.val_split)
+        val_store = (image_store(val_samples, config.image_size, config.grayscale, cache_dir, config.workers)
+                     if len(val_samples) else None)
+        train_batches = ImageBatches(train_store, config.batch_size, True, rank=ddp.rank, world=ddp.world,
+                                     **common)
+        val_batches = ImageBatches(val_store, config.batch_size * 2, False, **common) if val_store else None
+        model_kwargs["in_channels"] = 1 if config.grayscale else 3
     else:
         dataset = read_dataset(config.data, config.boxes)
         classes = dataset.classes
@@ -234,13 +253,18 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
         val_batches = Batches(val_store, prep, config.batch_size * 2, False, **common) if val_store else None
 
     torch.manual_seed(config.seed)
-    model = create_model(config.model, num_classes=len(classes), **config.model_kwargs).to(device)
+    model = create_model(config.model, num_classes=len(classes), **model_kwargs).to(device)
     if config.sync_bn and ddp.world > 1:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=config.lr,
-                                momentum=config.momentum, weight_decay=config.weight_decay)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "adam":
+        optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    elif config.optimizer == "sgd":
+        optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    else:
+        raise ValueError(f"optimizer must be sgd or adam, not {config.optimizer!r}")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(config, e))
     history, start_epoch, best = [], 0, {"val_acc": -1.0, "epoch": -1}
     if checkpoint is not None:
@@ -254,7 +278,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
     amp_dtype = _amp_dtype(config, device)
     scaler = torch.amp.GradScaler(enabled=amp_dtype == torch.float16)
     meta = {"model_name": config.model, "classes": classes, "prep": asdict(prep),
-            "normalize": config.normalize, "model_kwargs": config.model_kwargs, "config": config.to_dict()}
+            "normalize": config.normalize, "model_kwargs": model_kwargs, "config": config.to_dict()}
     if ddp.main:
         write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), out / "config.yaml")
 
@@ -264,10 +288,18 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
         net.train()
         t0 = time.perf_counter()
         totals = torch.zeros(3, device=device)  # loss sum, correct, samples
+        term_sums: dict[str, torch.Tensor] = {}
         for step, (faces, contexts, labels, _) in enumerate(train_batches.epoch(epoch)):
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                logits = step_fn(faces, contexts)
-                loss = F.cross_entropy(logits.float(), labels)
+                result = step_fn(faces, contexts)
+                if isinstance(result, dict):  # models with several loss terms (FERAtt) compute them
+                    terms = model.loss_terms(result, contexts, labels)
+                    loss, logits = terms.pop("loss"), result["logits"]
+                    for k, v in terms.items():
+                        term_sums[k] = term_sums.get(k, 0) + v.detach().float() * len(labels)
+                else:
+                    logits = result
+                    loss = F.cross_entropy(logits.float(), labels)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -279,8 +311,12 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
                 on_step(step + 1, len(train_batches), {"epoch": epoch, "loss": totals[0].item() / done,
                                                        "acc": totals[1].item() / done,
                                                        "samples_per_s": done * ddp.world / (time.perf_counter() - t0)})
+        names = sorted(term_sums)
+        term_totals = torch.stack([term_sums[k] for k in names]) if names else None
         if ddp.world > 1:
             dist.all_reduce(totals)
+            if term_totals is not None:
+                dist.all_reduce(term_totals)
         seconds = time.perf_counter() - t0
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
@@ -289,6 +325,8 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
         metrics = {"epoch": epoch, "lr": lr, "train_loss": totals[0].item() / totals[2].item(),
                    "train_acc": totals[1].item() / totals[2].item(), "val_loss": val_loss, "val_acc": val_acc,
                    "samples_per_s": totals[2].item() / seconds, "seconds": seconds}
+        for k, v in zip(names, term_totals.tolist() if term_totals is not None else []):
+            metrics[f"train_{k}"] = v / totals[2].item()
         history.append(metrics)
         if ddp.main:
             improved = val_batches is None or val_acc > best["val_acc"]

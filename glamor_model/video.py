@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .data import _rotate, batch_count, epoch_generator, epoch_order, publish
+from .data import EpochBatches, _rotate, publish, read_rows
 from .glamor import ConvEncoder, ResNetFaceEncoder
 from .pooling import temporal_softmax_pool
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess, preprocess
@@ -183,7 +183,7 @@ def clip_store(build: Path, split: str, frames: int, prep: Preprocess, cache_dir
     return ClipStore(folder)
 
 
-class ClipBatches:
+class ClipBatches(EpochBatches):
     """Batches of (clips (B, T, 3, S, S), mask (B, T), labels, indices); one flip and one rotation per clip."""
 
     def __init__(self, store: ClipStore, batch_size: int, train: bool, device="cpu", seed: int = 0,
@@ -192,16 +192,9 @@ class ClipBatches:
         self.device, self.seed, self.rank, self.world = torch.device(device), seed, rank, world
         self.normalize, self.max_rotation = normalize, max_rotation
 
-    def __len__(self) -> int:
-        return batch_count(len(self.store), self.batch_size, self.world)
-
     def epoch(self, epoch: int = 0):
-        order = epoch_order(len(self.store), self.train, self.seed, epoch, self.rank, self.world)
-        gen = epoch_generator(self.seed, epoch, self.rank)
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            sorted_idx = np.sort(idx)
-            clips = torch.from_numpy(self.store.faces[sorted_idx][np.argsort(np.argsort(idx))]).to(self.device)
+        for idx, gen in self.index_batches(epoch):
+            clips = read_rows(self.store.faces, idx).to(self.device)
             b, t = clips.shape[:2]
             clips = clips.permute(0, 1, 4, 2, 3).float().div_(255)
             if self.train:

@@ -92,3 +92,35 @@ def make_clip_dataset(root, per_class: dict[str, int], frames: int = 8, expressi
     write_manifest(to_frame(rows), root)
     pd.Series({"corpus": {"classes": CLASSES}}).to_json(root / "build.json")
     return root
+
+
+def make_face_build(root, per_class: dict[str, int], seed: int = 0) -> Path:
+    """An `ncaer build`-like dataset whose face crops show the class texture and whose context images
+    are clutter (other textures and noise), as input for `ncaer synth`."""
+    from ncaer.manifest import to_frame, write_manifest
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for split, n in per_class.items():
+        for label_id, label in enumerate(CLASSES):
+            for sub in ("faces", "context"):
+                (root / sub / split / label).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                sid = f"{split}/{label}/{i:04d}_0"
+                face = _pattern(label_id, rng, 40, 40)
+                clutter = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+                for _ in range(4):
+                    y, x = rng.integers(0, 48, 2)
+                    clutter[y : y + 16, x : x + 16] = _pattern(int(rng.integers(3)), rng, 16, 16)
+                cv2.imwrite(str(root / f"faces/{sid}.png"), face)
+                cv2.imwrite(str(root / f"context/{sid}.png"), clutter)
+                rows.append({"sample_id": sid, "split": split, "label": label, "label_id": label_id,
+                             "video_id": sid, "group": sid, "source_path": f"{sid}.avi", "source_fingerprint": "",
+                             "segment": 0, "n_segments": 1, "frame_index": 0, "timestamp_s": 0.0, "n_frames": 1,
+                             "fps": 30.0, "width": 64, "height": 64, "face_x1": 12, "face_y1": 12, "face_x2": 52,
+                             "face_y2": 52, "face_score": 0.9, "n_faces": 1, "has_face": True,
+                             "detector": "generated", "decoder": "", "image_path": f"context/{sid}.png",
+                             "crop_path": "", "face_path": f"faces/{sid}.png", "context_path": f"context/{sid}.png"})
+    write_manifest(to_frame(rows), root)
+    return root

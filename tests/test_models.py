@@ -2,12 +2,12 @@ import numpy as np
 import pytest
 import torch
 
-from glamor_model import create_model, is_video_model, list_models
+from glamor_model import create_model, list_models, model_family
 from glamor_model.preprocess import Preprocess, preprocess
 from glamor_model.resnet import ResNet18
 
 FACE, CONTEXT = torch.rand(3, 3, 96, 96), torch.rand(3, 3, 112, 112)
-FRAME_MODELS = [n for n in list_models() if not is_video_model(n)]
+FRAME_MODELS = [n for n in list_models() if model_family(n) == "frame"]
 
 
 def trainable(model):

@@ -1,0 +1,119 @@
+"""FERAtt, the PreActResNet-18 baseline, the representation loss and `ncaer synth`."""
+
+import hashlib
+import json
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+from learnability import make_dataset, make_face_build
+
+from glamor_model import create_model
+from glamor_model.evaluate import evaluate_run
+from glamor_model.feratt import representation_loss
+from glamor_model.train import TrainConfig, train
+from ncaer.cli import main
+from ncaer.synth import SynthConfig, synthesize
+
+
+def test_representation_loss_against_a_hand_computed_example():
+    # classes 0 and 1 with means mu0 = (0, 0) and mu1 = (2, 0); sigma = 1
+    z = torch.tensor([[0.0, 0.0], [2.0, 0.0], [1.0, 0.0]])
+    y = torch.tensor([0, 1, 0])
+    # mu0 is the mean of z0 and z2 = (0.5, 0); mu1 = (2, 0)
+    # squared distances to (mu0, mu1): z0 (0.25, 4), z1 (2.25, 0), z2 (0.25, 1)
+    # p_i0 = 1 / (1 + exp(-(d1 - d0) / 2))
+    p = [1 / (1 + np.exp(-(4 - 0.25) / 2)), 1 / (1 + np.exp(-(0 - 2.25) / 2)), 1 / (1 + np.exp(-(1 - 0.25) / 2))]
+    y1 = [1, 0, 1]  # y_i0
+    expected = np.mean([(p[i] - y1[i]) ** 2 + ((1 - p[i]) - (1 - y1[i])) ** 2 for i in range(3)])
+    assert float(representation_loss(z, y, sigma=1.0)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_representation_loss_ignores_classes_absent_from_the_batch():
+    z = torch.randn(6, 4)
+    y = torch.tensor([0, 0, 3, 3, 3, 0])
+    assert torch.isfinite(representation_loss(z, y))
+
+
+@pytest.mark.parametrize("name,channels", [("feratt", 3), ("feratt", 1), ("preactresnet18", 3)])
+def test_shapes_and_loss_terms(name, channels):
+    model = create_model(name, num_classes=7, in_channels=channels)
+    image, target, labels = torch.rand(4, channels, 48, 48), torch.rand(4, channels, 48, 48), torch.tensor([0, 1, 1, 2])
+    out = model(image, target)
+    assert out["logits"].shape == (4, 7) and out["embedding"].shape == (4, 64)
+    terms = model.loss_terms(out, target, labels)
+    if name == "feratt":
+        assert out["attended"].shape == image.shape and out["attention"].shape == (4, 48, 48)
+        assert set(terms) == {"ce", "rec", "rep", "loss"}
+        assert float(terms["loss"]) == pytest.approx(float(terms["ce"] + 10 * terms["rec"] + terms["rep"]), rel=1e-5)
+    else:
+        assert set(terms) == {"ce", "loss"}
+
+
+@pytest.fixture(scope="module")
+def face_build(tmp_path_factory):
+    return make_face_build(tmp_path_factory.mktemp("fb"), {"train": 20, "val": 5, "test": 8})
+
+
+def _digest(folder):
+    return {p.relative_to(folder).as_posix(): hashlib.sha1(p.read_bytes()).hexdigest()
+            for sub in ("images", "targets", "crop") for p in sorted((folder / sub).rglob("*")) if p.is_file()}
+
+
+def test_synth_keeps_splits_and_targets_and_is_deterministic(face_build, tmp_path):
+    m1, problems = synthesize(SynthConfig(faces=str(face_build), out=str(tmp_path / "a"), size=48, workers=1))
+    synthesize(SynthConfig(faces=str(face_build), out=str(tmp_path / "b"), size=48, workers=2))
+    assert not problems and len(m1) == 3 * 33
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+    source = pd.read_parquet(face_build / "manifest.parquet").set_index("sample_id")
+    assert (m1["split"].to_numpy() == source.loc[m1["source_sample"], "split"].to_numpy()).all()
+    # backgrounds come from other clips of the same split
+    bg_split = m1["background"].str.split("/").str[1]
+    assert (bg_split == m1["split"]).all()
+    assert (m1["background"].str.replace("context/", "").str.replace(".png", "") != m1["source_sample"]).all()
+    for r in m1.head(10).itertuples():
+        target = cv2.imread(str(tmp_path / "a" / r.target_path))
+        ys, xs = np.nonzero(target.max(2) > 0)
+        assert r.face_x1 <= xs.min() and xs.max() < r.face_x2 and r.face_y1 <= ys.min() and ys.max() < r.face_y2
+        image = cv2.imread(str(tmp_path / "a" / r.image_path))
+        assert image.shape == (48, 48, 3)
+
+
+def test_synth_cli_with_a_folder_of_backgrounds(face_build, tmp_path):
+    folder = tmp_path / "bg"
+    folder.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(folder / f"{i}.png"), np.full((80, 100, 3), 40 * i, np.uint8))
+    out = tmp_path / "s"
+    result = CliRunner().invoke(main, ["synth", "--faces", str(face_build), "--backgrounds", str(folder), "--out",
+                                       str(out), "--size", "40", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    m = pd.read_parquet(out / "manifest.parquet")
+    assert set(m["background"].str.split("/").str[-1]) <= {"0.png", "1.png", "2.png"}
+    assert json.loads((out / "build.json").read_text())["corpus"]["classes"] == ["a", "b", "c"]
+
+
+def test_baseline_learns_a_face_carried_label_on_clean_faces(tmp_path):
+    data = make_dataset(tmp_path / "faces", "face", {"train": 40, "val": 10, "test": 20}, seed=2)
+    config = TrainConfig(data=str(data), out=str(tmp_path / "run"), model="preactresnet18", epochs=8, image_size=32,
+                         batch_size=16, lr=0.01, cache_dir=str(tmp_path / "cache"), milestones=())
+    train(config)
+    results = evaluate_run(config.out, checkpoint="last", cache_dir=config.cache_dir)
+    assert results["accuracy"] >= 0.75  # chance 1/3
+    assert {"macro_precision", "macro_recall", "macro_f1", "f1_from_macro_precision_recall"} <= set(results)
+
+
+def test_feratt_reconstruction_loss_goes_down_on_faces_in_clutter(face_build, tmp_path):
+    synthesize(SynthConfig(faces=str(face_build), out=str(tmp_path / "s"), size=48, face_min=0.4, face_max=0.6))
+    config = TrainConfig(data=str(tmp_path / "s"), out=str(tmp_path / "run"), model="feratt", epochs=3,
+                         image_size=48, batch_size=16, lr=1e-3, optimizer="adam", cache_dir=str(tmp_path / "cache"),
+                         milestones=())
+    train(config)
+    metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    assert {"train_ce", "train_rec", "train_rep"} <= set(metrics.columns)
+    assert metrics["train_rec"].iloc[-1] < metrics["train_rec"].iloc[0]
+    results = evaluate_run(config.out, checkpoint="last", cache_dir=config.cache_dir)
+    assert 0 <= results["attention_in_face_box"] <= 1 and results["reconstruction_mse"] > 0
