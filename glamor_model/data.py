@@ -94,6 +94,11 @@ def _load_one(args) -> tuple[np.ndarray, np.ndarray, str]:
     return (*preprocess(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), box, prep), "")
 
 
+def default_cache_dir() -> str:
+    """Where preprocessed arrays are kept unless --cache-dir says otherwise."""
+    return os.path.join(os.path.expanduser("~"), ".cache", "ncaer", "arrays")
+
+
 def publish(tmp: Path, folder: Path) -> None:
     """Move a finished cache folder into place (atomic); if another process made it first, keep theirs."""
     try:

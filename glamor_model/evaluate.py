@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import cv2
@@ -13,10 +12,10 @@ import torch
 
 from ncaer.manifest import write_csv, write_text
 
-from .data import Batches, Preprocess, cache_store, read_dataset
+from .data import Batches, Preprocess, cache_store, default_cache_dir, read_dataset
 from .overlay import attention_overlay
 from .pooling import POOLINGS, pool
-from .registry import create_model, is_video_model, model_family
+from .registry import create_model, model_family
 from .train import pick_device
 
 
@@ -113,19 +112,18 @@ def evaluate_run(run: str | Path, data: str | None = None, split: str = "test", 
     data = data or config["data"]
     out = Path(out) if out else Path(run) / f"eval-{split}"
     out.mkdir(parents=True, exist_ok=True)
-    cache_dir = cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "ncaer", "arrays")
-    if model_family(ckpt["model_name"]) == "face-image":
-        results = {"run": str(run), "checkpoint": checkpoint, "epoch": ckpt["epoch"], "model": ckpt["model_name"],
-                   "data": str(data), "split": split, "classes": ckpt["classes"],
-                   **evaluate_images(model, ckpt, data, split, out, dev, cache_dir, workers, boxes)}
-        write_text(json.dumps(results, indent=2) + "\n", out / "results.json")
-        return {**results, "out": str(out)}
-    if is_video_model(ckpt["model_name"]):
-        from .video import evaluate_clips
+    cache_dir = cache_dir or default_cache_dir()
+    header = {"run": str(run), "checkpoint": checkpoint, "epoch": ckpt["epoch"], "model": ckpt["model_name"],
+              "data": str(data), "split": split, "classes": ckpt["classes"]}
+    family = model_family(ckpt["model_name"])
+    if family in ("face-image", "video"):
+        if family == "face-image":
+            found = evaluate_images(model, ckpt, data, split, out, dev, cache_dir, workers, boxes)
+        else:
+            from .video import evaluate_clips
 
-        results = {"run": str(run), "checkpoint": checkpoint, "epoch": ckpt["epoch"], "model": ckpt["model_name"],
-                   "data": str(data), "split": split, "classes": ckpt["classes"],
-                   **evaluate_clips(model, ckpt, data, split, out, dev, cache_dir, workers, beta)}
+            found = evaluate_clips(model, ckpt, data, split, out, dev, cache_dir, workers, beta)
+        results = {**header, **found}
         write_text(json.dumps(results, indent=2) + "\n", out / "results.json")
         return {**results, "out": str(out)}
     dataset = read_dataset(data, boxes or config.get("boxes"))
@@ -150,8 +148,7 @@ def evaluate_run(run: str | Path, data: str | None = None, split: str = "test", 
     y_true, y_pred = samples["label_id"].to_numpy(), probs.argmax(1)
     classes = ckpt["classes"]
     metrics = classification_metrics(y_true, y_pred, len(classes))
-    results = {"run": str(run), "checkpoint": checkpoint, "epoch": ckpt["epoch"], "model": ckpt["model_name"],
-               "data": str(data), "split": split, "samples": int(len(samples)), "classes": classes, **metrics}
+    results = {**header, "samples": int(len(samples)), **metrics}
     if fusion:
         w = torch.cat(fusion).numpy()
         results["mean_fusion_weights"] = {"face": float(w[:, 0].mean()), "context": float(w[:, 1].mean())}

@@ -29,7 +29,7 @@ import yaml
 
 from ncaer.manifest import write_text
 
-from .data import Batches, ImageBatches, Preprocess, cache_store, image_store, read_dataset
+from .data import Batches, ImageBatches, Preprocess, cache_store, default_cache_dir, image_store, read_dataset
 from .registry import create_model, model_family
 
 METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "samples_per_s", "seconds"]
@@ -207,7 +207,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
 
-    cache_dir = config.cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "ncaer", "arrays")
+    cache_dir = config.cache_dir or default_cache_dir()
     prep = config.prep
     channels_last = config.channels_last == "on" or (config.channels_last == "auto" and device.type == "cuda")
     common = dict(device=device, seed=config.seed, normalize=config.normalize, channels_last=channels_last)

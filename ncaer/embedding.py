@@ -62,13 +62,13 @@ def embedding_pairs(images: pd.DataFrame, readable: np.ndarray, config: LeakConf
     else:
         emb, used = thumbnail_embeddings(paths), "16x16 colour thumbnail (no CNN weights given)"
     rows = []
-    splits = [s for s in ("train", "val", "test") if (images["split"] == s).any()]
-    for a, b in split_pairs(splits):
+    for a, b in split_pairs(images["split"].unique()):
         ia = np.flatnonzero((images["split"] == a).to_numpy() & readable)
         ib = np.flatnonzero((images["split"] == b).to_numpy() & readable)
+        earlier = np.ascontiguousarray(emb[ia].T)  # gathered once, not per block
         for start in range(0, len(ib), 2048):
             block = ib[start : start + 2048]
-            sim = emb[block] @ emb[ia].T
+            sim = emb[block] @ earlier
             qb, qa = np.nonzero(sim >= config.embedding_threshold)
             rows.append(pd.DataFrame({
                 "image_a": images["image"].to_numpy()[ia[qa]], "split_a": a,
