@@ -29,7 +29,16 @@ import yaml
 
 from ncaer.manifest import write_text
 
-from .data import Batches, ImageBatches, Preprocess, cache_store, default_cache_dir, image_store, read_dataset
+from .data import (
+    Batches,
+    ImageBatches,
+    Preprocess,
+    attention_in_box,
+    cache_store,
+    default_cache_dir,
+    image_store,
+    read_dataset,
+)
 from .registry import create_model, model_family
 
 METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "samples_per_s", "seconds"]
@@ -166,20 +175,23 @@ class RunExists(RuntimeError):
     pass
 
 
-def evaluate_batches(model, batches: Batches, amp_dtype=None) -> tuple[float, float, torch.Tensor]:
-    """Mean loss, accuracy and the predictions over all batches (model in eval mode)."""
+def evaluate_batches(model, batches: Batches, amp_dtype=None) -> tuple[float, float, dict[str, float]]:
+    """Mean loss and accuracy over all batches (model in eval mode); for models that rebuild the face
+    (FERAtt) also the mean reconstruction error and share of attention inside the face box."""
     model.eval()
-    total_loss, correct, n, preds = 0.0, 0, 0, []
+    total_loss, correct, n, rec, inside = 0.0, 0, 0, 0.0, 0.0
     with torch.inference_mode(), torch.autocast(batches.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-        for faces, contexts, labels, _ in batches.epoch(0):
+        for faces, contexts, labels, idx in batches.epoch(0):
             out = model(faces, contexts)
             logits = (out["logits"] if isinstance(out, dict) else out).float()
             total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
-            pred = logits.argmax(1)
-            correct += (pred == labels).sum().item()
+            correct += (logits.argmax(1) == labels).sum().item()
             n += len(labels)
-            preds.append(pred.cpu())
-    return total_loss / max(n, 1), correct / max(n, 1), torch.cat(preds) if preds else torch.zeros(0)
+            if isinstance(out, dict) and "attention" in out:
+                rec += (out["attended"].float() - contexts.float()).pow(2).mean((1, 2, 3)).sum().item()
+                inside += attention_in_box(out["attention"].float(), batches.store.boxes[idx]).sum().item()
+    extra = {"rec": rec / max(n, 1), "attention_in_face_box": inside / max(n, 1)} if inside else {}
+    return total_loss / max(n, 1), correct / max(n, 1), extra
 
 
 def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
@@ -320,13 +332,14 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
         seconds = time.perf_counter() - t0
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
-        val_loss, val_acc = (evaluate_batches(model, val_batches, amp_dtype)[:2] if val_batches and ddp.main
-                             else (math.nan, math.nan))
+        val_loss, val_acc, val_extra = (evaluate_batches(model, val_batches, amp_dtype) if val_batches and ddp.main
+                                        else (math.nan, math.nan, {}))
         metrics = {"epoch": epoch, "lr": lr, "train_loss": totals[0].item() / totals[2].item(),
                    "train_acc": totals[1].item() / totals[2].item(), "val_loss": val_loss, "val_acc": val_acc,
                    "samples_per_s": totals[2].item() / seconds, "seconds": seconds}
         for k, v in zip(names, term_totals.tolist() if term_totals is not None else []):
             metrics[f"train_{k}"] = v / totals[2].item()
+        metrics.update({f"val_{k}": v for k, v in val_extra.items()})
         history.append(metrics)
         if ddp.main:
             improved = val_batches is None or val_acc > best["val_acc"]
