@@ -367,6 +367,13 @@ class ImageBatches(EpochBatches):
             yield images, targets, torch.from_numpy(self.store.labels[idx]).to(self.device), idx
 
 
+def reconstruction_figures(out: dict, targets: torch.Tensor, boxes: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample, for a model that rebuilds the face (FERAtt): the attended image's MSE against the
+    clean face, and the share of attention inside the face box."""
+    rec = (out["attended"].float() - targets.float()).pow(2).mean((1, 2, 3))
+    return rec, attention_in_box(out["attention"].float(), boxes)
+
+
 def attention_in_box(attention: torch.Tensor, boxes: np.ndarray) -> torch.Tensor:
     """Share of each (S, S) attention map's mass inside its face box (x1, y1, x2, y2 in map pixels)."""
     b, h, w = attention.shape

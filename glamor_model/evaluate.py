@@ -200,7 +200,7 @@ def evaluate_images(model, ckpt: dict, data: str, split: str, out: Path, device,
     """FERAtt / PreActResNet-18: accuracy, macro precision, recall and F1 (and, for comparison with the
     FERAtt paper, F1 computed from macro precision and recall); for FERAtt the reconstruction error and
     the share of attention inside the face box."""
-    from .data import ImageBatches, attention_in_box, image_store
+    from .data import ImageBatches, image_store, reconstruction_figures
 
     config = ckpt["config"]
     dataset = read_dataset(data, boxes or config.get("boxes"))
@@ -214,8 +214,9 @@ def evaluate_images(model, ckpt: dict, data: str, split: str, out: Path, device,
             res = model(images, targets)
             preds.append(res["logits"].argmax(1).cpu())
             if "attended" in res:
-                rec.append(((res["attended"].float() - targets) ** 2).mean((1, 2, 3)).cpu())
-                inside.append(attention_in_box(res["attention"].float(), store.boxes[idx]).cpu())
+                figures = reconstruction_figures(res, targets, store.boxes[idx])
+                rec.append(figures[0].cpu())
+                inside.append(figures[1].cpu())
     classes = ckpt["classes"]
     y_pred = torch.cat(preds).numpy()
     metrics = classification_metrics(store.labels, y_pred, len(classes))

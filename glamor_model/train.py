@@ -33,11 +33,11 @@ from .data import (
     Batches,
     ImageBatches,
     Preprocess,
-    attention_in_box,
     cache_store,
     default_cache_dir,
     image_store,
     read_dataset,
+    reconstruction_figures,
 )
 from .registry import create_model, model_family
 
@@ -179,7 +179,7 @@ def evaluate_batches(model, batches: Batches, amp_dtype=None) -> tuple[float, fl
     """Mean loss and accuracy over all batches (model in eval mode); for models that rebuild the face
     (FERAtt) also the mean reconstruction error and share of attention inside the face box."""
     model.eval()
-    total_loss, correct, n, rec, inside = 0.0, 0, 0, 0.0, 0.0
+    total_loss, correct, n, rec, inside, rebuilds = 0.0, 0, 0, 0.0, 0.0, False
     with torch.inference_mode(), torch.autocast(batches.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         for faces, contexts, labels, idx in batches.epoch(0):
             out = model(faces, contexts)
@@ -187,10 +187,10 @@ def evaluate_batches(model, batches: Batches, amp_dtype=None) -> tuple[float, fl
             total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
             correct += (logits.argmax(1) == labels).sum().item()
             n += len(labels)
-            if isinstance(out, dict) and "attention" in out:
-                rec += (out["attended"].float() - contexts.float()).pow(2).mean((1, 2, 3)).sum().item()
-                inside += attention_in_box(out["attention"].float(), batches.store.boxes[idx]).sum().item()
-    extra = {"rec": rec / max(n, 1), "attention_in_face_box": inside / max(n, 1)} if inside else {}
+            if isinstance(out, dict) and "attended" in out:
+                batch_rec, batch_inside = reconstruction_figures(out, contexts, batches.store.boxes[idx])
+                rec, inside, rebuilds = rec + batch_rec.sum().item(), inside + batch_inside.sum().item(), True
+    extra = {"rec": rec / max(n, 1), "attention_in_face_box": inside / max(n, 1)} if rebuilds else {}
     return total_loss / max(n, 1), correct / max(n, 1), extra
 
 
