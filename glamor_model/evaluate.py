@@ -26,7 +26,8 @@ def load_run(run: str | Path, checkpoint: str = "best", device="cpu"):
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: is {run} a directory written by `ncaer train`?")
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    kwargs = {k: v for k, v in ckpt.get("model_kwargs", {}).items() if k != "face_weights"}  # weights are in the ckpt
+    # pretrained-weight files were read at training time; their values are in the checkpoint
+    kwargs = {k: v for k, v in ckpt.get("model_kwargs", {}).items() if not k.endswith("_weights")}
     model = create_model(ckpt["model_name"], num_classes=len(ckpt["classes"]), **kwargs)
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), ckpt

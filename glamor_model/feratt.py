@@ -1,7 +1,8 @@
 """FERAtt (Fernandez et al., 2019) and its PreActResNet-18 baseline, as ../shared/reference/REFERENCE.md
 describes them (paper version).
 
-- Attention branch: ResNet-34 encoder + U-Net decoder (bilinear x2 upsampling, conv,
+- Attention branch: ResNet-34 encoder (from scratch, or torchvision-format weights,
+  e.g. ImageNet's, as in the paper) + U-Net decoder (bilinear x2 upsampling, conv,
   ReLU, skip connections, 32 filters) -> a 1-channel map.
 - Feature branch: 9x9 conv, 4 residual blocks (32 channels, LeakyReLU 0.2), 3x3
   conv, global residual.
@@ -23,7 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .registry import register_model
-from .resnet import BasicBlock
+from .preprocess import IMAGENET_MEAN, IMAGENET_STD
+from .resnet import ResNet34, load_torchvision_weights
 
 
 class PreActBlock(nn.Module):
@@ -66,25 +68,20 @@ class PreActResNet18(nn.Module):
         return self.fc(z), z
 
 
-def _resnet34_encoder(in_channels: int) -> nn.ModuleList:
-    """ResNet-34 stages as a list: stem (1/2), then layers at 1/4, 1/8, 1/16, 1/32."""
-    stem = nn.Sequential(nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True))
-    stages, inplanes = [stem], 64
-    for i, (planes, blocks) in enumerate(((64, 3), (128, 4), (256, 6), (512, 3))):
-        stride = 1 if i == 0 else 2
-        layer = [nn.MaxPool2d(3, 2, 1)] if i == 0 else []
-        layer += [BasicBlock(inplanes, planes, stride)] + [BasicBlock(planes, planes) for _ in range(blocks - 1)]
-        stages.append(nn.Sequential(*layer))
-        inplanes = planes
-    return nn.ModuleList(stages)
-
-
 class UNetAttention(nn.Module):
-    """ResNet-34 encoder, U-Net decoder with 32 filters, 1-channel attention logits at input size."""
+    """ResNet-34 encoder, U-Net decoder with 32 filters, 1-channel attention logits at input size.
 
-    def __init__(self, in_channels: int, filters: int = 32):
+    The encoder sees ImageNet-normalised RGB (grayscale repeated), so `weights`, a
+    torchvision-format ResNet-34 state dict (the paper's ImageNet-pretrained encoder),
+    loads unchanged."""
+
+    def __init__(self, in_channels: int, filters: int = 32, weights: str | None = None):
         super().__init__()
-        self.encoder = _resnet34_encoder(in_channels)
+        self.encoder = ResNet34(num_classes=0)
+        if weights:
+            load_torchvision_weights(self.encoder, weights)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         enc_channels = [64, 64, 128, 256, 512]
         self.decoder = nn.ModuleList()
         c_in = enc_channels[-1]
@@ -95,10 +92,8 @@ class UNetAttention(nn.Module):
                                    nn.Conv2d(filters, 1, 1))
 
     def forward(self, x):
-        skips, h = [], x
-        for stage in self.encoder:
-            h = stage(h)
-            skips.append(h)
+        rgb = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+        skips = self.encoder.stages((rgb - self.mean) / self.std)
         h = skips.pop()
         for block in self.decoder:
             skip = skips.pop()
@@ -146,9 +141,10 @@ def representation_loss(z: torch.Tensor, labels: torch.Tensor, sigma: float = 1.
 
 class FERAtt(nn.Module):
     def __init__(self, num_classes: int = 7, in_channels: int = 3, classifier_size: int = 32,
-                 rec_weight: float = 10.0, rep_weight: float = 1.0, sigma: float = 1.0):
+                 rec_weight: float = 10.0, rep_weight: float = 1.0, sigma: float = 1.0,
+                 attention_weights: str | None = None):
         super().__init__()
-        self.attention = UNetAttention(in_channels)
+        self.attention = UNetAttention(in_channels, weights=attention_weights)
         self.features = FeatureBranch(in_channels)
         self.to_image = nn.Conv2d(32, in_channels, 1)
         self.classifier = PreActResNet18(num_classes, in_channels)

@@ -1,7 +1,7 @@
-"""ResNet-18 written with torch alone (torchvision does not import with every torch build).
+"""ResNet-18 and ResNet-34 written with torch alone (torchvision does not import with every torch build).
 
-Parameter names follow torchvision's `resnet18`, so a torchvision-format state dict
-(`torch.save(torchvision.models.resnet18(...).state_dict(), path)`) loads unchanged.
+Parameter names follow torchvision's `resnet18` / `resnet34`, so a torchvision-format state
+dict (`torch.save(torchvision.models.resnet34(...).state_dict(), path)`) loads unchanged.
 """
 
 from __future__ import annotations
@@ -31,35 +31,56 @@ class BasicBlock(nn.Module):
         return self.relu(out + identity)
 
 
-class ResNet18(nn.Module):
-    """ResNet-18; `features(x)` gives the 512-channel map before pooling, `forward` the logits."""
+class ResNet(nn.Module):
+    """ResNet with basic blocks; `stages(x)` gives the maps after the stem (1/2) and each layer
+    (1/4 .. 1/32), `features(x)` the last one, `forward` the logits (none when num_classes is 0)."""
 
-    def __init__(self, num_classes: int = 1000):
+    def __init__(self, layers: tuple[int, int, int, int], num_classes: int = 1000):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
-        self.layer1 = nn.Sequential(BasicBlock(64, 64), BasicBlock(64, 64))
-        self.layer2 = nn.Sequential(BasicBlock(64, 128, 2), BasicBlock(128, 128))
-        self.layer3 = nn.Sequential(BasicBlock(128, 256, 2), BasicBlock(256, 256))
-        self.layer4 = nn.Sequential(BasicBlock(256, 512, 2), BasicBlock(512, 512))
+        inplanes = 64
+        for i, (planes, blocks) in enumerate(zip((64, 128, 256, 512), layers)):
+            stride = 1 if i == 0 else 2
+            self.add_module(f"layer{i + 1}", nn.Sequential(BasicBlock(inplanes, planes, stride),
+                                                           *[BasicBlock(planes, planes) for _ in range(blocks - 1)]))
+            inplanes = planes
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(512, num_classes)
+        self.fc = nn.Linear(512, num_classes) if num_classes else nn.Identity()
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
+    def stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        maps = [self.relu(self.bn1(self.conv1(x)))]
+        x = self.maxpool(maps[0])
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
+            x = layer(x)
+            maps.append(x)
+        return maps
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.stages(x)[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.flatten(self.avgpool(self.features(x)), 1))
 
 
-def load_torchvision_weights(model: ResNet18, path: str, strict_backbone: bool = True) -> list[str]:
-    """Load a torchvision-format ResNet-18 state dict; the classifier (`fc.*`) may differ in size.
+class ResNet18(ResNet):
+    def __init__(self, num_classes: int = 1000):
+        super().__init__((2, 2, 2, 2), num_classes)
+
+
+class ResNet34(ResNet):
+    def __init__(self, num_classes: int = 1000):
+        super().__init__((3, 4, 6, 3), num_classes)
+
+
+def load_torchvision_weights(model: ResNet, path: str, strict_backbone: bool = True) -> list[str]:
+    """Load a torchvision-format state dict of the same ResNet; the classifier (`fc.*`) may differ in size
+    or be absent from the model.
 
     Returns the keys that were not loaded (the fc layer when its size differs).
     """
@@ -73,6 +94,6 @@ def load_torchvision_weights(model: ResNet18, path: str, strict_backbone: bool =
     missing, unexpected = model.load_state_dict(state, strict=False)
     backbone_missing = [k for k in missing if not k.startswith("fc.")]
     if strict_backbone and (backbone_missing or unexpected):
-        raise ValueError(f"{path} is not a torchvision ResNet-18 state dict: missing {backbone_missing[:5]}, "
-                         f"unexpected {list(unexpected)[:5]}")
+        raise ValueError(f"{path} is not a torchvision {type(model).__name__} state dict: "
+                         f"missing {backbone_missing[:5]}, unexpected {list(unexpected)[:5]}")
     return skipped + [k for k in missing if k.startswith("fc.")]

@@ -313,6 +313,9 @@ def _train_options(f):
                      help="glamor-resnet18: torchvision-format ResNet-18 state dict for the face branch."),
         click.option("--freeze-face", is_flag=True, default=None,
                      help="glamor-resnet18: train only the last stage of the face ResNet."),
+        click.option("--attention-weights", type=click.Path(exists=True, dir_okay=False), default=None,
+                     help="feratt, feratt-cls: torchvision-format ResNet-34 state dict for the attention "
+                          "encoder (the paper uses ImageNet weights)."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -329,8 +332,9 @@ def _train_overrides(kw: dict) -> dict:
         kw["context_height"], kw["context_width"] = int(h), int(w)
     kw.pop("context_size", None)
     kw["compile"] = kw.pop("compile_", None)
-    model_kwargs = {k: kw.pop(k) for k in ("face_weights", "freeze_face") if kw.get(k) is not None}
-    for k in ("face_weights", "freeze_face"):
+    model_options = ("face_weights", "freeze_face", "attention_weights")
+    model_kwargs = {k: kw.pop(k) for k in model_options if kw.get(k) is not None}
+    for k in model_options:
         kw.pop(k, None)
     if model_kwargs:
         kw["model_kwargs"] = model_kwargs

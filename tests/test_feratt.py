@@ -124,13 +124,34 @@ def test_feratt_learns_a_face_carried_label_on_clean_faces(clean_faces, tmp_path
 
 
 def test_feratt_reconstruction_loss_goes_down_on_faces_in_clutter(face_build, tmp_path):
+    from glamor_model.resnet import ResNet34
+
     synthesize(SynthConfig(faces=str(face_build), out=str(tmp_path / "s"), size=48, face_min=0.4, face_max=0.6))
+    weights = tmp_path / "r34.pth"  # stands in for ImageNet weights
+    torch.save(ResNet34().state_dict(), weights)
     config = TrainConfig(data=str(tmp_path / "s"), out=str(tmp_path / "run"), model="feratt", epochs=3,
                          image_size=48, batch_size=16, lr=1e-3, optimizer="adam", cache_dir=str(tmp_path / "cache"),
-                         milestones=())
+                         milestones=(), model_kwargs={"attention_weights": str(weights)})
     train(config)
+    weights.unlink()  # evaluation takes the weights from the checkpoint
     metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
     assert {"train_ce", "train_rec", "train_rep"} <= set(metrics.columns)
     assert metrics["train_rec"].iloc[-1] < metrics["train_rec"].iloc[0]
     results = evaluate_run(config.out, checkpoint="last", cache_dir=config.cache_dir)
     assert 0 <= results["attention_in_face_box"] <= 1 and results["reconstruction_mse"] > 0
+
+
+def test_attention_encoder_is_a_torchvision_resnet34_and_loads_its_weights(tmp_path):
+    from glamor_model.resnet import ResNet18, ResNet34
+
+    # torchvision.models.resnet34 has 21,797,672 parameters under the same names
+    assert sum(p.numel() for p in ResNet34().parameters()) == 21_797_672
+    torch.manual_seed(4)
+    reference = ResNet34()
+    torch.save(reference.state_dict(), tmp_path / "r34.pth")
+    model = create_model("feratt", num_classes=3, in_channels=1, attention_weights=str(tmp_path / "r34.pth"))
+    torch.testing.assert_close(model.attention.encoder.layer3[5].conv2.weight, reference.layer3[5].conv2.weight)
+    assert model(torch.rand(2, 1, 48, 48))["attention"].shape == (2, 48, 48)
+    torch.save(ResNet18().state_dict(), tmp_path / "r18.pth")
+    with pytest.raises(ValueError, match="not a torchvision ResNet34 state dict"):
+        create_model("feratt", attention_weights=str(tmp_path / "r18.pth"))
