@@ -57,7 +57,8 @@ def make_clip_dataset(root, per_class: dict[str, int], frames: int = 8, expressi
     """An `ncaer build`-like dataset of clips where only `expressive` frames per clip show the class.
 
     The other frames carry no label signal: random pixels (`filler="noise"`), or the
-    texture of class "a" (`filler="neutral"`: then "a" clips show it in every frame).
+    texture of class "a" (`filler="neutral"`, like neutral faces in clips of any emotion:
+    then "a" clips show it in every frame).
     """
     import pandas as pd
 

@@ -49,21 +49,31 @@ def test_pool_shapes(how):
     assert pool(np.ones((5, 7)), how).shape == (7,)
 
 
-def test_learned_temporal_pooling_learns_clips_where_few_frames_carry_the_label(tmp_path):
-    """2 of 8 frames per clip show the class, the others are noise; chance is 1/3.
+def test_learned_temporal_softmax_pooling_beats_mean_pooling_when_most_frames_look_neutral(tmp_path):
+    """2 of 8 frames per clip show the class; the other 6 show class "a", as neutral frames fill
+    most clips of every emotion. Mean pooling can only separate such clips by a narrow margin
+    (docs/video.md); temporal softmax pooling weights the few confident frames.
 
-    (Measured, not asserted: on these clips mean pooling does as well as learned temporal
-    softmax pooling, 0.88 vs 0.73-0.88 over two seeds; see docs/video.md.)
-    """
+    Two generated datasets (3 classes, chance 1/3), each trained with both poolings."""
     from learnability import make_clip_dataset
 
     from glamor_model.evaluate import evaluate_run
     from glamor_model.train import TrainConfig, train
 
-    data = make_clip_dataset(tmp_path / "clips", {"train": 40, "val": 10, "test": 20}, frames=8, expressive=2)
-    config = TrainConfig(data=str(data), out=str(tmp_path / "run"), model="video-tsp", epochs=20, lr=0.03,
-                         batch_size=8, frames=8, face_size=32, cache_dir=str(tmp_path / "cache"), milestones=())
-    train(config)
-    results = evaluate_run(config.out, checkpoint="last", cache_dir=config.cache_dir)
-    assert results["unit"] == "clip" and results["accuracy"] >= 0.65
-    assert results["learned_beta"] != 5.0
+    accuracy = {"video-tsp": [], "video-mean": []}
+    for seed in (0, 1):
+        data = make_clip_dataset(tmp_path / f"clips{seed}", {"train": 40, "val": 10, "test": 20}, frames=8,
+                                 expressive=2, seed=seed, filler="neutral")
+        for model in accuracy:
+            config = TrainConfig(data=str(data), out=str(tmp_path / f"{model}{seed}"), model=model, epochs=20,
+                                 lr=0.03, milestones=(14,), batch_size=8, frames=8, face_size=32,
+                                 cache_dir=str(tmp_path / "cache"))
+            train(config)
+            results = evaluate_run(config.out, checkpoint="last", cache_dir=config.cache_dir)
+            assert results["unit"] == "clip"
+            if model == "video-tsp":
+                assert results["learned_beta"] != 5.0
+            accuracy[model].append(results["accuracy"])
+    tsp, mean = np.mean(accuracy["video-tsp"]), np.mean(accuracy["video-mean"])
+    # measured: video-tsp 0.68 and 0.85, video-mean 0.55 and 0.40
+    assert tsp >= 0.7 and tsp >= mean + 0.15, accuracy
