@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .registry import register_model
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD
+from .registry import register_model
 from .resnet import ResNet34, load_torchvision_weights
 
 
