@@ -33,7 +33,8 @@ class BasicBlock(nn.Module):
 
 class ResNet(nn.Module):
     """ResNet with basic blocks; `stages(x)` gives the maps after the stem (1/2) and each layer
-    (1/4 .. 1/32), `features(x)` the last one, `forward` the logits (none when num_classes is 0)."""
+    (1/4 .. 1/32), `features(x)` the last one, `forward` the logits (with num_classes 0, the
+    pooled features)."""
 
     def __init__(self, layers: tuple[int, int, int, int], num_classes: int = 1000):
         super().__init__()

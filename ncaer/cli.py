@@ -322,6 +322,11 @@ def _train_options(f):
     return f
 
 
+# options passed to the model's constructor, and the models that take them
+MODEL_OPTIONS = {"face_weights": ("glamor-resnet18",), "freeze_face": ("glamor-resnet18",),
+                 "attention_weights": ("feratt", "feratt-cls")}
+
+
 def _train_overrides(kw: dict) -> dict:
     """Command-line values -> TrainConfig fields (None means: not given)."""
     kw = dict(kw)
@@ -332,10 +337,7 @@ def _train_overrides(kw: dict) -> dict:
         kw["context_height"], kw["context_width"] = int(h), int(w)
     kw.pop("context_size", None)
     kw["compile"] = kw.pop("compile_", None)
-    model_options = ("face_weights", "freeze_face", "attention_weights")
-    model_kwargs = {k: kw.pop(k) for k in model_options if kw.get(k) is not None}
-    for k in model_options:
-        kw.pop(k, None)
+    model_kwargs = {k: v for k in MODEL_OPTIONS if (v := kw.pop(k, None)) is not None}
     if model_kwargs:
         kw["model_kwargs"] = model_kwargs
     return kw
@@ -380,6 +382,10 @@ def train(config_file, resume, overwrite, list_models, **kw):
         config = load_config(config_file, overrides)
     except (ValueError, TypeError) as e:
         raise click.UsageError(str(e)) from e
+    for option in config.model_kwargs:
+        if config.model not in MODEL_OPTIONS.get(option, (config.model,)):
+            raise click.UsageError(f"--{option.replace('_', '-')} is for {', '.join(MODEL_OPTIONS[option])}, "
+                                   f"not {config.model}")
     with _training_progress() as (on_step, on_epoch):
         try:
             final = run_training(config, resume=resume, overwrite=overwrite, on_step=on_step, on_epoch=on_epoch)

@@ -155,3 +155,11 @@ def test_attention_encoder_is_a_torchvision_resnet34_and_loads_its_weights(tmp_p
     torch.save(ResNet18().state_dict(), tmp_path / "r18.pth")
     with pytest.raises(ValueError, match="not a torchvision ResNet34 state dict"):
         create_model("feratt", attention_weights=str(tmp_path / "r18.pth"))
+
+
+def test_a_weights_option_for_another_model_is_refused(clean_faces, tmp_path):
+    weights = tmp_path / "r34.pth"
+    weights.write_bytes(b"")
+    result = CliRunner().invoke(main, ["train", "--model", "glamor", "--data", str(clean_faces), "--out",
+                                       str(tmp_path / "run"), "--attention-weights", str(weights)])
+    assert result.exit_code == 2 and "--attention-weights is for feratt, feratt-cls, not glamor" in result.output
