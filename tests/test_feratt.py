@@ -110,17 +110,17 @@ def test_baseline_learns_a_face_carried_label_on_clean_faces(clean_faces, tmp_pa
     assert {"macro_precision", "macro_recall", "macro_f1", "f1_from_macro_precision_recall"} <= set(results)
 
 
-def test_feratt_reconstructs_clean_faces(clean_faces, tmp_path):
-    # Whether FERAtt's classifier also learns the label here depends on the initialisation (it learned
-    # with 2 of 6 initialisations in 16 epochs, docs/feratt.md), so only the reconstruction is asserted.
-    config = TrainConfig(data=str(clean_faces), out=str(tmp_path / "run"), model="feratt", epochs=4, image_size=32,
-                         batch_size=16, lr=1e-3, optimizer="adam", milestones=(), cache_dir=str(tmp_path / "cache"))
+def test_feratt_learns_a_face_carried_label_on_clean_faces(clean_faces, tmp_path):
+    # The paper's Adam lr 1e-4: with 1e-3 the classifier stayed at chance for most initialisations
+    # (docs/feratt.md). Measured here: 0.83 with the best checkpoint.
+    config = TrainConfig(data=str(clean_faces), out=str(tmp_path / "run"), model="feratt", epochs=12, image_size=32,
+                         batch_size=16, lr=1e-4, optimizer="adam", milestones=(), cache_dir=str(tmp_path / "cache"))
     train(config)
     metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
     assert metrics["val_rec"].iloc[-1] < metrics["val_rec"].iloc[0] / 2
     assert (metrics["val_attention_in_face_box"] == 1.0).all()  # clean faces: the box is the whole image
-    results = evaluate_run(config.out, checkpoint="last", cache_dir=config.cache_dir)
-    assert results["reconstruction_mse"] == pytest.approx(metrics["val_rec"].iloc[-1], rel=0.5)
+    results = evaluate_run(config.out, checkpoint="best", cache_dir=config.cache_dir)
+    assert results["accuracy"] >= 0.6  # chance 1/3
 
 
 def test_feratt_reconstruction_loss_goes_down_on_faces_in_clutter(face_build, tmp_path):
