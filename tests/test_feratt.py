@@ -144,10 +144,10 @@ def test_feratt_reconstruction_loss_goes_down_on_faces_in_clutter(face_build, tm
 def test_attention_encoder_is_a_torchvision_resnet34_and_loads_its_weights(tmp_path):
     from glamor_model.resnet import ResNet18, ResNet34
 
-    # torchvision.models.resnet34 has 21,797,672 parameters under the same names
-    assert sum(p.numel() for p in ResNet34().parameters()) == 21_797_672
     torch.manual_seed(4)
     reference = ResNet34()
+    # torchvision.models.resnet34 has 21,797,672 parameters under the same names
+    assert sum(p.numel() for p in reference.parameters()) == 21_797_672
     torch.save(reference.state_dict(), tmp_path / "r34.pth")
     model = create_model("feratt", num_classes=3, in_channels=1, attention_weights=str(tmp_path / "r34.pth"))
     torch.testing.assert_close(model.attention.encoder.layer3[5].conv2.weight, reference.layer3[5].conv2.weight)
