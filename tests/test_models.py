@@ -40,13 +40,17 @@ def test_attention_kinds_per_setting():
 
 
 def test_context_only_gla_uses_the_face_for_attention_but_not_for_the_decision():
-    model = create_model("context-gla").eval()
+    torch.manual_seed(0)
+    # Train mode: batch statistics keep the activations alive. In eval mode a fresh network's
+    # BatchNorm layers are identities and, for some initialisations, the context map shrinks to
+    # near-constant values and the attention to uniform whatever the face.
+    model = create_model("context-gla").train()
     assert model.face_encoder is not None and model.fusion is None
     assert model.classifier[0].in_features == 256  # the context vector alone
     with torch.no_grad():
         a = model.forward_all(FACE, CONTEXT)["attention"]
         b = model.forward_all(torch.rand_like(FACE), CONTEXT)["attention"]
-    assert not torch.allclose(a, b)  # another face, another attention
+    assert (a - b).abs().max() > 1e-3  # another face, another attention
 
 
 def test_face_only_and_context_none_ignore_the_other_input():
