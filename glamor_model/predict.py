@@ -197,7 +197,8 @@ def predict_video(path: Path, detector, predictor: Predictor, frames: int = 16, 
     subject = choose_subject(dets)
     per_frame, results, probs = [], {}, []
     for pick, rgb, frame_dets, row in zip(decoded.picks, decoded.frames, dets, subject):
-        entry = {"frame_index": pick.frame_index, "timestamp_s": round(pick.timestamp_s, 4), "faces_seen": len(frame_dets)}
+        entry = {"frame_index": pick.frame_index, "timestamp_s": round(pick.timestamp_s, 4),
+                 "faces_seen": len(frame_dets)}
         if row is not None:
             face = classify_faces(rgb, frame_dets[row : row + 1], predictor)
             if face:
@@ -264,9 +265,10 @@ def run_predict(target: Path, predictor: Predictor, detector, out: Path, subject
                 frames: int = 16, beta: float = 5.0, show_attention: bool = False, annotate_files: bool = True,
                 on_item=None) -> dict:
     """Predict every input; write predictions.json and annotated copies in `out`."""
+    paths = list_inputs(target)  # before the output folder exists: a bad target leaves nothing behind
     out.mkdir(parents=True, exist_ok=True)
     records, analysed, t0 = [], 0, time.perf_counter()
-    for path in list_inputs(target):
+    for path in paths:
         try:
             if path.suffix.lower() in VIDEO_EXTENSIONS:
                 pred = predict_video(path, detector, predictor, frames, beta)

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import box_iou
 
+from conftest import box_iou
 from glamor_model.evaluate import evaluate_run
 from glamor_model.train import TrainConfig, train
 from ncaer.build import run_build
@@ -115,8 +115,10 @@ def test_clear_errors(demo, exported, tmp_path):
     assert result.exit_code == 1 and "best.pt not found" in result.output
     result = runner.invoke(main, ["predict", str(blank)])
     assert result.exit_code == 2 and "exactly one of --run" in result.output
-    result = runner.invoke(main, ["predict", str(tmp_path / "missing.mp4"), "--onnx", str(exported)])
+    result = runner.invoke(main, ["predict", str(tmp_path / "missing.mp4"), "--onnx", str(exported),
+                                  "--out", str(tmp_path / "missing")])
     assert result.exit_code == 1 and "does not exist" in result.output
+    assert not (tmp_path / "missing").exists()  # a failed command leaves no output folder
     result = runner.invoke(main, ["predict", str(blank), "--onnx", str(tmp_path / "none.onnx")])
     assert result.exit_code == 1 and "ncaer export" in result.output
 
