@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test bench clean
+.PHONY: install demo lint test bench clean
 
 # torch is pinned by constraints.txt so pip takes the CPU build, never a CUDA download
 $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
@@ -18,7 +18,11 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/ncaer demo --out demo
 
-test: install
+# ruff settings (E, F, I; 120 columns) are in pyproject.toml
+lint: install
+	$(BIN)/ruff check .
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 bench: install

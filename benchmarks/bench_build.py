@@ -179,7 +179,8 @@ def main():
                                                      f"{figures['detector_alone_ms_per_clip']:.1f} ms/clip")
     table.add_row("CAER-size corpus (13,201 clips) at this rate", f"{13201 / figures['clips_per_s'] / 60:.1f} min")
     for det_name, size, recall, med, count in rows:
-        table.add_row(f"{det_name} @ {size}: recall (IoU>=0.5) / median IoU", f"{recall:.3f} / {med:.3f} ({count} frames)")
+        table.add_row(f"{det_name} @ {size}: recall (IoU>=0.5) / median IoU",
+                      f"{recall:.3f} / {med:.3f} ({count} frames)")
     console.print(table)
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))

@@ -110,7 +110,8 @@ def main():
     table.add_row("input pipeline alone (memory-mapped arrays -> augmented tensors)",
                   f"{figures['pipeline_samples_per_s']:.0f}")
     if cuda:
-        table.add_row("input pipeline alone, arrays kept on the GPU", f"{figures['pipeline_samples_per_s_on_device']:.0f}")
+        table.add_row("input pipeline alone, arrays kept on the GPU",
+                      f"{figures['pipeline_samples_per_s_on_device']:.0f}")
     table.add_row(f"training steps ({'AMP bf16, channels-last' if cuda else 'fp32'})",
                   f"{figures['train_samples_per_s']:.0f}")
     console.print(table)

@@ -36,6 +36,7 @@ from ncaer.imageset import load_imageset
 
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess, preprocess
 
+
 @dataclass
 class Dataset:
     root: Path

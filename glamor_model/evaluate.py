@@ -222,7 +222,8 @@ def evaluate_images(model, ckpt: dict, data: str, split: str, out: Path, device,
     y_pred = torch.cat(preds).numpy()
     metrics = classification_metrics(store.labels, y_pred, len(classes))
     p, r = metrics["macro_precision"], metrics["macro_recall"]
-    results = {"samples": len(samples), **metrics, "f1_from_macro_precision_recall": 2 * p * r / (p + r) if p + r else 0.0}
+    results = {"samples": len(samples), **metrics,
+               "f1_from_macro_precision_recall": 2 * p * r / (p + r) if p + r else 0.0}
     if rec:
         results["reconstruction_mse"] = float(torch.cat(rec).mean())
         results["attention_in_face_box"] = float(torch.cat(inside).mean())

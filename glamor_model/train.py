@@ -195,7 +195,8 @@ def evaluate_batches(model, batches: Batches, amp_dtype=None) -> tuple[float, fl
 
 
 def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
-          on_epoch: Callable[[dict], None] | None = None, on_step: Callable[[int, int, dict], None] | None = None) -> dict:
+          on_epoch: Callable[[dict], None] | None = None,
+          on_step: Callable[[int, int, dict], None] | None = None) -> dict:
     """Train; returns the last epoch's metrics. `on_step(step, steps, stats)` reports progress inside an epoch."""
     device = pick_device(config.device)
     ddp = setup_distributed(device)

@@ -159,7 +159,8 @@ def _print_summary(result) -> None:
     table.add_column("no face", justify="right")
     for label in result.plan.corpus.classes:
         sub = m[m["label"] == label]
-        table.add_row(label, *(str(int((sub["split"] == sp).sum())) for sp in splits), str(int((~sub["has_face"]).sum())))
+        table.add_row(label, *(str(int((sub["split"] == sp).sum())) for sp in splits),
+                      str(int((~sub["has_face"]).sum())))
     table.add_row("[bold]total", *(f"[bold]{int((m['split'] == sp).sum())}" for sp in splits),
                   f"[bold]{int((~m['has_face']).sum())}")
     out_console.print(table)
@@ -581,8 +582,8 @@ def predict(target, run, onnx_path, checkpoint, out, subject_only, frames, beta,
         elif "clip" in rec:
             found = True
             c = rec["clip"]
-            table.add_row(name, f"clip ({rec['frames_with_face']}/{rec['frames_sampled']} frames)", "",
-                          f"{c['softmax']['label']} (softmax) / {c['mean']['label']} (mean) / {c['max']['label']} (max)",
+            labels = " / ".join(f"{c[kind]['label']} ({kind})" for kind in ("softmax", "mean", "max"))
+            table.add_row(name, f"clip ({rec['frames_with_face']}/{rec['frames_sampled']} frames)", "", labels,
                           f"{c['softmax']['scores'][c['softmax']['label']]:.2f}")
         else:
             table.add_row(name, "clip", "", "[yellow]no face found", "")

@@ -105,7 +105,8 @@ def _scan_folders(root: Path, classes: tuple[str, ...]) -> Corpus:
         split = canonical_split(entry.name) if entry.is_dir() else None
         if split is None:
             if not _is_junk(entry):
-                corpus.rejected.append(Rejected(entry.name, "not a split folder (expected train, val/validation, test)"))
+                corpus.rejected.append(
+                    Rejected(entry.name, "not a split folder (expected train, val/validation, test)"))
             continue
         split_dirs.append((split, entry))
     seen_splits = [s for s, _ in split_dirs]

@@ -84,7 +84,8 @@ def hash_one(job: HashJob) -> tuple[int, int, str]:
     except cv2.error as e:
         return 0, 0, f"cannot decode: {e.msg if hasattr(e, 'msg') else e}"
     if gray is None:
-        reason = "file not found" if not os.path.exists(job.path) else "not a readable image (corrupt or unknown format)"
+        reason = ("file not found" if not os.path.exists(job.path)
+                  else "not a readable image (corrupt or unknown format)")
         return 0, 0, reason
     if job.box is not None:
         gray = mask_box(gray, job.box, scale)

@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import box_iou, make_corpus
 
+from conftest import box_iou, make_corpus
 from ncaer import synthetic
 from ncaer.build import BuildError, run_build
 from ncaer.config import BuildConfig

@@ -2,8 +2,8 @@ import json
 
 import pandas as pd
 from click.testing import CliRunner
-from conftest import make_corpus
 
+from conftest import make_corpus
 from ncaer.cli import main
 from ncaer.demo import make_demo_corpus
 

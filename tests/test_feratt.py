@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner
-from learnability import make_dataset, make_face_build
 
 from glamor_model import create_model
 from glamor_model.evaluate import evaluate_run
 from glamor_model.feratt import representation_loss
 from glamor_model.train import TrainConfig, train
+from learnability import make_dataset, make_face_build
 from ncaer.cli import main
 from ncaer.synth import SynthConfig, synthesize
 

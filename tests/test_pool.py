@@ -1,7 +1,7 @@
 import pytest
-from pool_jobs import Job, bad_init, init, work
 
 from ncaer.pool import WorkerInitError, run_jobs
+from pool_jobs import Job, bad_init, init, work
 
 
 def run(jobs, **kw):

@@ -55,10 +55,9 @@ def test_learned_temporal_softmax_pooling_beats_mean_pooling_when_most_frames_lo
     (docs/video.md); temporal softmax pooling weights the few confident frames.
 
     Two generated datasets (3 classes, chance 1/3), each trained with both poolings."""
-    from learnability import make_clip_dataset
-
     from glamor_model.evaluate import evaluate_run
     from glamor_model.train import TrainConfig, train
+    from learnability import make_clip_dataset
 
     accuracy = {"video-tsp": [], "video-mean": []}
     for seed in (0, 1):

@@ -13,12 +13,12 @@ import pytest
 import torch
 import yaml
 from click.testing import CliRunner
-from learnability import make_dataset
 
 from glamor_model.ablation import run_ablation
 from glamor_model.data import Batches, Preprocess, cache_store, read_dataset
 from glamor_model.evaluate import classification_metrics, evaluate_run
 from glamor_model.train import TrainConfig, lr_factor, train
+from learnability import make_dataset
 from ncaer.build import run_build
 from ncaer.cli import main
 from ncaer.config import BuildConfig
