@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,15 @@ def box_iou(a, b) -> float:
     inter = iw * ih
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
+
+
+@pytest.fixture(autouse=True)
+def _seeded_global_rngs():
+    """Every test starts from the same global random state, so no outcome depends on which
+    tests ran before it (a network built without an explicit seed is the same in every run)."""
+    np.random.seed(0)
+    if "torch" in sys.modules:  # torch starts from a fixed seed when it is first imported
+        sys.modules["torch"].manual_seed(0)
 
 
 @pytest.fixture(scope="session")
