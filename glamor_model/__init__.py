@@ -4,7 +4,8 @@ The registry (and torch) is imported on first use, so torch-free parts such as
 `glamor_model.preprocess` and ONNX inference in `glamor_model.predict` work without it.
 """
 
-_REGISTRY = ("create_model", "describe", "is_video_model", "list_models", "model_family", "register_model")
+_REGISTRY = ("check_model_options", "create_model", "describe", "is_video_model", "list_models", "model_family",
+             "model_options", "register_model")
 __all__ = list(_REGISTRY)
 
 

@@ -188,12 +188,14 @@ class PreActResNetClassifier(nn.Module):
 
 
 @register_model("feratt", "FERAtt: U-Net attention + feature branch -> attended image -> PreActResNet-18; "
-                          "CE + 10 MSE reconstruction + Gaussian-structure loss", family="face-image")
+                          "CE + 10 MSE reconstruction + Gaussian-structure loss", family="face-image",
+                options=("attention_weights",))
 def feratt(num_classes=7, **kw):
     return FERAtt(num_classes, **kw)
 
 
-@register_model("feratt-cls", "FERAtt without the representation loss (CE + reconstruction)", family="face-image")
+@register_model("feratt-cls", "FERAtt without the representation loss (CE + reconstruction)", family="face-image",
+                options=("attention_weights",))
 def feratt_cls(num_classes=7, **kw):
     return FERAtt(num_classes, rep_weight=0.0, **kw)
 

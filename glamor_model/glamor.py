@@ -204,7 +204,7 @@ def context_gla(num_classes=7, **kw):
 
 
 @register_model("glamor-resnet18", "GLAMOR-Net with a ResNet-18 face branch (torchvision weights optional) and a "
-                                   "512-filter context CNN")
+                                   "512-filter context CNN", options=("face_weights", "freeze_face"))
 def glamor_resnet18(num_classes=7, face_weights: str | None = None, freeze_face: bool = False, **kw):
     return ContextEmotionNet(num_classes, "face+context", "gla", face_encoder=ResNetFaceEncoder(face_weights,
                                                                                                 freeze_face),

@@ -39,7 +39,7 @@ from .data import (
     read_dataset,
     reconstruction_figures,
 )
-from .registry import create_model, model_family
+from .registry import check_model_options, create_model, model_family
 
 METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "samples_per_s", "seconds"]
 
@@ -78,7 +78,7 @@ class TrainConfig:
     workers: int = 2  # processes that preprocess the images into the cache
     data_on_device: str = "auto"  # keep the uint8 arrays on the GPU when they fit
     sync_bn: bool = False
-    model_kwargs: dict = field(default_factory=dict)  # e.g. face_weights, freeze_face for glamor-resnet18
+    model_kwargs: dict = field(default_factory=dict)  # the model's options, e.g. face_weights for glamor-resnet18
 
     # options that may change when a run is resumed
     RESUMABLE = ("epochs", "device", "workers", "cache_dir", "data_on_device", "out")
@@ -109,11 +109,15 @@ def load_config(path: str | Path | None, overrides: dict) -> TrainConfig:
     values = {}
     if path:
         values = yaml.safe_load(Path(path).read_text()) or {}
+    model_kwargs = {**(values.get("model_kwargs") or {}), **(overrides.get("model_kwargs") or {})}
     values.update({k: v for k, v in overrides.items() if v is not None})
+    values["model_kwargs"] = model_kwargs
     missing = [k for k in ("data", "out") if not values.get(k)]
     if missing:
         raise ValueError(f"--{' and --'.join(missing)} required (on the command line or in the --config file)")
-    return TrainConfig.from_dict(values)
+    config = TrainConfig.from_dict(values)
+    check_model_options(config.model, config.model_kwargs)
+    return config
 
 
 def lr_factor(config: TrainConfig, epoch: int) -> float:

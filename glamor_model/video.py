@@ -61,10 +61,18 @@ class SpatialAttentionPool(nn.Module):
         return (fmap.flatten(2) * weights[:, None, :]).sum(2), weights
 
 
+BACKBONES = ("conv", "resnet18")  # per-frame CNN: GLAMOR's face encoder, or the ResNet-18 face branch
+VIDEO_OPTIONS = ("backbone", "face_weights")
+
+
 class VideoNet(nn.Module):
     def __init__(self, num_classes: int = 7, pooling: str = "softmax", backbone: str = "conv",
                  face_weights: str | None = None, beta: float = 5.0, dropout: float = 0.5):
         super().__init__()
+        if backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, not {backbone!r}")
+        if face_weights and backbone != "resnet18":
+            raise ValueError("face weights are for the resnet18 backbone (--backbone resnet18)")
         self.encoder = ConvEncoder() if backbone == "conv" else ResNetFaceEncoder(face_weights)
         self.spatial = SpatialAttentionPool(self.encoder.out_channels)
         self.classifier = nn.Sequential(nn.Linear(self.encoder.out_channels, 128), nn.ReLU(inplace=True),
@@ -93,17 +101,19 @@ class VideoNet(nn.Module):
 
 
 @register_model("video-tsp", "clips: face CNN + spatial attention per frame, learned temporal softmax pooling",
-                family="video")
+                family="video", options=VIDEO_OPTIONS)
 def video_tsp(num_classes=7, **kw):
     return VideoNet(num_classes, "softmax", **kw)
 
 
-@register_model("video-mean", "clips: as video-tsp with mean pooling over frames", family="video")
+@register_model("video-mean", "clips: as video-tsp with mean pooling over frames", family="video",
+                options=VIDEO_OPTIONS)
 def video_mean(num_classes=7, **kw):
     return VideoNet(num_classes, "mean", **kw)
 
 
-@register_model("video-max", "clips: as video-tsp with max pooling over frames", family="video")
+@register_model("video-max", "clips: as video-tsp with max pooling over frames", family="video",
+                options=VIDEO_OPTIONS)
 def video_max(num_classes=7, **kw):
     return VideoNet(num_classes, "max", **kw)
 

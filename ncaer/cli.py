@@ -310,8 +310,12 @@ def _train_options(f):
         click.option("--data-on-device", type=click.Choice(["auto", "on", "off"]), default=None,
                      help="Keep the uint8 arrays on the GPU [auto: when they fit]."),
         click.option("--sync-bn", is_flag=True, default=None, help="SyncBatchNorm across processes (torchrun)."),
+        click.option("--backbone", type=click.Choice(["conv", "resnet18"]), default=None,
+                     help="Video models: per-frame CNN, GLAMOR's face encoder or the ResNet-18 face branch "
+                          "[conv]."),
         click.option("--face-weights", type=click.Path(exists=True, dir_okay=False), default=None,
-                     help="glamor-resnet18: torchvision-format ResNet-18 state dict for the face branch."),
+                     help="glamor-resnet18, video models with --backbone resnet18: torchvision-format "
+                          "ResNet-18 state dict for the face branch."),
         click.option("--freeze-face", is_flag=True, default=None,
                      help="glamor-resnet18: train only the last stage of the face ResNet."),
         click.option("--attention-weights", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -323,9 +327,8 @@ def _train_options(f):
     return f
 
 
-# options passed to the model's constructor, and the models that take them
-MODEL_OPTIONS = {"face_weights": ("glamor-resnet18",), "freeze_face": ("glamor-resnet18",),
-                 "attention_weights": ("feratt", "feratt-cls")}
+# options passed to the model's constructor; the registry says which models take which
+MODEL_OPTIONS = ("backbone", "face_weights", "freeze_face", "attention_weights")
 
 
 def _train_overrides(kw: dict) -> dict:
@@ -364,7 +367,7 @@ def train(config_file, resume, overwrite, list_models, **kw):
     --resume gives the same weights as an uninterrupted run. Multi-GPU and
     multi-node: `torchrun --nproc_per_node N -m ncaer.cli train ...`.
     """
-    from glamor_model import describe
+    from glamor_model import describe, model_options
     from glamor_model import list_models as names
     from glamor_model.train import RunExists, load_config
     from glamor_model.train import train as run_training
@@ -373,20 +376,17 @@ def train(config_file, resume, overwrite, list_models, **kw):
         table = Table(title="models")
         table.add_column("name")
         table.add_column("what it is")
+        table.add_column("options")
         for name in names():
-            table.add_row(name, describe(name))
+            table.add_row(name, describe(name), " ".join("--" + o.replace("_", "-") for o in model_options(name)))
         out_console.print(table)
         return
     overrides = _train_overrides(kw)
     overrides["out"] = str(overrides["out"]) if overrides.get("out") else None
     try:
         config = load_config(config_file, overrides)
-    except (ValueError, TypeError) as e:
-        raise click.UsageError(str(e)) from e
-    for option in config.model_kwargs:
-        if config.model not in MODEL_OPTIONS.get(option, (config.model,)):
-            raise click.UsageError(f"--{option.replace('_', '-')} is for {', '.join(MODEL_OPTIONS[option])}, "
-                                   f"not {config.model}")
+    except (ValueError, TypeError, KeyError) as e:  # KeyError: unknown model
+        raise click.UsageError(str(e.args[0] if e.args else e)) from e
     with _training_progress() as (on_step, on_epoch):
         try:
             final = run_training(config, resume=resume, overwrite=overwrite, on_step=on_step, on_epoch=on_epoch)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from glamor_model import create_model, list_models, model_family
+from glamor_model import check_model_options, create_model, list_models, model_family
 from glamor_model.preprocess import Preprocess, preprocess
 from glamor_model.resnet import ResNet18
 
@@ -108,3 +108,30 @@ def test_clip_models_pool_frames_into_clip_log_probabilities(name):
     other[1, 4:] = torch.rand(2, 3, 96, 96)
     with torch.no_grad():
         torch.testing.assert_close(model(other, mask)[1], out["logits"][1])
+
+
+def test_clip_models_take_the_resnet18_face_branch_with_torchvision_weights(tmp_path):
+    torch.manual_seed(5)
+    reference = ResNet18(num_classes=1000)
+    torch.save(reference.state_dict(), tmp_path / "r18.pth")
+    model = create_model("video-tsp", num_classes=3, backbone="resnet18", face_weights=str(tmp_path / "r18.pth"))
+    torch.testing.assert_close(model.encoder.resnet.layer4[1].conv2.weight, reference.layer4[1].conv2.weight)
+    assert model(torch.rand(2, 4, 3, 64, 64), torch.ones(2, 4, dtype=torch.bool)).shape == (2, 3)
+    with pytest.raises(ValueError, match="resnet18 backbone"):  # weights the conv encoder would ignore
+        create_model("video-tsp", face_weights=str(tmp_path / "r18.pth"))
+    with pytest.raises(ValueError, match="backbone must be one of conv, resnet18"):
+        create_model("video-tsp", backbone="resnet50")
+
+
+def test_model_options_are_checked_against_the_registry():
+    check_model_options("video-mean", {"backbone": "resnet18", "face_weights": "r18.pth"})
+    check_model_options("glamor-resnet18", {"face_weights": "r18.pth", "freeze_face": True})
+    with pytest.raises(ValueError, match="--backbone is for video-max, video-mean, video-tsp, not glamor$"):
+        check_model_options("glamor", {"backbone": "resnet18"})
+    with pytest.raises(ValueError, match="--face-weights is for glamor-resnet18, video-max, video-mean, video-tsp, "
+                                         "not feratt"):
+        check_model_options("feratt", {"face_weights": "r18.pth"})
+    with pytest.raises(ValueError, match="no model takes the option 'depth'"):
+        check_model_options("glamor", {"depth": 50})
+    with pytest.raises(KeyError, match="unknown model 'glamour'"):
+        check_model_options("glamour", {})

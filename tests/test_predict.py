@@ -8,10 +8,13 @@ import sys
 import cv2
 import numpy as np
 import pytest
+import torch
+import yaml
 from click.testing import CliRunner
 
 from conftest import box_iou
 from glamor_model.evaluate import evaluate_run
+from glamor_model.resnet import ResNet18
 from glamor_model.train import TrainConfig, train
 from ncaer.build import run_build
 from ncaer.cli import main
@@ -143,3 +146,16 @@ def test_video_model_trains_from_the_videos_directly(demo, tmp_path):
     assert results["unit"] == "clip" and results["samples"] == 7
     assert set(results["pooling_comparison"]) >= {"video-tsp (trained pooling)", "mean pooling of its frame scores"}
     assert "learned_beta" in results
+
+
+def test_video_model_trains_on_the_resnet18_face_branch_and_is_evaluated_without_the_weights_file(demo, tmp_path):
+    weights = tmp_path / "r18.pth"
+    torch.save(ResNet18().state_dict(), weights)
+    run = tmp_path / "video-r18"
+    result = CliRunner().invoke(main, ["train", "--model", "video-mean", "--backbone", "resnet18", "--face-weights",
+                                       str(weights), "--data", str(demo["videos"]), "--frames", "4", "--face-size",
+                                       "48", "--epochs", "1", "--out", str(run), "--cache-dir", demo["cache"]])
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load((run / "config.yaml").read_text())["model_kwargs"]["backbone"] == "resnet18"
+    weights.unlink()  # the checkpoint holds the weights
+    assert evaluate_run(run, cache_dir=demo["cache"])["unit"] == "clip"

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from glamor_model.ablation import run_ablation
 from glamor_model.data import Batches, Preprocess, cache_store, read_dataset
 from glamor_model.evaluate import classification_metrics, evaluate_run
-from glamor_model.train import TrainConfig, lr_factor, train
+from glamor_model.train import TrainConfig, load_config, lr_factor, train
 from learnability import make_dataset
 from ncaer.build import run_build
 from ncaer.cli import main
@@ -237,3 +237,13 @@ def test_train_and_evaluate_end_to_end_on_the_demo_build(tmp_path, cache):
         assert (run / "eval-test" / name).is_file()
     assert len(list((run / "eval-test" / "attention").glob("*.png"))) == 3
     assert Path(run / "best.pt").is_file() and Path(run / "last.pt").is_file()
+
+
+def test_model_options_from_the_command_line_join_those_of_the_config_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"model": "video-tsp", "data": "d", "out": "o",
+                                    "model_kwargs": {"backbone": "resnet18", "face_weights": "old.pth"}}))
+    config = load_config(path, {"model_kwargs": {"face_weights": "new.pth"}, "epochs": 3})
+    assert config.model_kwargs == {"backbone": "resnet18", "face_weights": "new.pth"} and config.epochs == 3
+    with pytest.raises(ValueError, match="--backbone is for"):  # checked before any data is read
+        load_config(path, {"model": "glamor"})
