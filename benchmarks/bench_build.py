@@ -28,11 +28,11 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from ncaer import synthetic
-from ncaer.build import run_build
-from ncaer.config import BuildConfig
-from ncaer.corpus import CAER_CLASSES
-from ncaer.detectors import create_detector
+from ncaer.build.config import BuildConfig
+from ncaer.build.engine import run_build
+from ncaer.dataset.layout import CAER_CLASSES
+from ncaer.faces.detectors import create_detector
+from ncaer.generated.videos import Actor, face_photos, make_clip, random_actor
 
 console = Console()
 
@@ -40,18 +40,18 @@ console = Console()
 def make_clips(root: Path, n: int, seed: int = 0) -> dict[str, list]:
     """CAER-layout clips with one main face (40-160 px high) and sometimes a smaller one behind."""
     rng = np.random.default_rng(seed)
-    photos = synthetic.face_photos()
+    photos = face_photos()
     truth = {}
     for i in range(n):
         split = ("train", "validation", "test")[i % 3]
         label = CAER_CLASSES[i % 7]
         rel = f"{split}/{label}/{i:04d}.avi"
         (root / split / label).mkdir(parents=True, exist_ok=True)
-        actors = [synthetic.random_actor(rng, photos, 40, 160)]
+        actors = [random_actor(rng, photos, 40, 160)]
         if rng.random() < 0.3:
-            actors.append(synthetic.Actor(photos[int(rng.integers(2))], float(rng.uniform(25, 40)), (0.88, 0.3),
+            actors.append(Actor(photos[int(rng.integers(2))], float(rng.uniform(25, 40)), (0.88, 0.3),
                                           (0.85, 0.3)))
-        boxes = synthetic.make_clip(root / rel, n_frames=90, size=(712, 400), codec="mpeg4", actors=tuple(actors),
+        boxes = make_clip(root / rel, n_frames=90, size=(712, 400), codec="mpeg4", actors=tuple(actors),
                                     seed=int(rng.integers(1 << 30)))
         truth[rel] = [frame[0] if frame else None for frame in boxes]  # the main actor
     return truth

@@ -26,11 +26,12 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from ncaer import synthetic
-from ncaer.hamming_index import HammingIndex
-from ncaer.hashing import HashJob, hash_images
-from ncaer.imageset import load_imageset
-from ncaer.leakage import LeakConfig, check_leakage
+from ncaer.dataset.imageset import load_imageset
+from ncaer.generated.leak_benchmark import leak_benchmark
+from ncaer.generated.videos import face_photos, random_actor, render_clip
+from ncaer.leakage.check import LeakConfig, check_leakage
+from ncaer.leakage.hamming_index import HammingIndex
+from ncaer.leakage.hashing import HashJob, hash_images
 
 console = Console()
 
@@ -46,12 +47,12 @@ def quality(root: Path, truth: dict[str, bool], threshold: int, dhash_threshold:
 
 def make_jpegs(folder: Path, n: int) -> list[str]:
     folder.mkdir(parents=True, exist_ok=True)
-    photos = synthetic.face_photos()
+    photos = face_photos()
     rng = np.random.default_rng(0)
     paths = []
     for i in range(0, n, 10):
-        actors = (synthetic.random_actor(rng, photos, 50, 140),)
-        frames, _ = synthetic.render_clip(90, (712, 400), actors, seed=i, stamp=False, indices=list(range(0, 90, 9)))
+        actors = (random_actor(rng, photos, 50, 140),)
+        frames, _ = render_clip(90, (712, 400), actors, seed=i, stamp=False, indices=list(range(0, 90, 9)))
         for k, f in enumerate(frames[: n - i]):
             p = folder / f"{i + k:06d}.jpg"
             cv2.imwrite(str(p), cv2.cvtColor(f, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
@@ -80,7 +81,7 @@ def main():
     figures = {}
 
     console.print(f"generating the labelled benchmark ({args.scenes} scenes) in {work} ...")
-    truth = synthetic.leak_benchmark(work / "bench", n_scenes=args.scenes, unseen_scenes=args.scenes // 3)
+    truth = leak_benchmark(work / "bench", n_scenes=args.scenes, unseen_scenes=args.scenes // 3)
     figures["benchmark_test_images"] = len(truth)
     figures["benchmark_positives"] = sum(truth.values())
     figures["quality"] = []

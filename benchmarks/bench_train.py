@@ -22,9 +22,10 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
 
-from glamor_model import create_model
-from glamor_model.data import Batches, Preprocess
-from glamor_model.train import pick_device
+from glamor_model.data.batches import Batches
+from glamor_model.data.preprocess import Preprocess
+from glamor_model.engine.device import pick_device
+from glamor_model.models import create_model
 
 console = Console()
 

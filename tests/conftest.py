@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ncaer import synthetic
+from ncaer.generated.videos import CODECS, Actor, face_photos, make_clip, render_clip, write_video
 
 
 def box_iou(a, b) -> float:
@@ -30,7 +30,7 @@ def _seeded_global_rngs():
 
 @pytest.fixture(scope="session")
 def photos():
-    return synthetic.face_photos()
+    return face_photos()
 
 
 @pytest.fixture(scope="session")
@@ -38,10 +38,10 @@ def codec_videos(tmp_path_factory, photos):
     """One 90-frame clip per codec, with a face; returns {codec: (path, true boxes per frame)}."""
     root = tmp_path_factory.mktemp("codecs")
     videos = {}
-    for i, (codec, (ext, _, _)) in enumerate(synthetic.CODECS.items()):
-        actor = synthetic.Actor(photos[i % 2], 90.0, (0.3, 0.5), (0.6, 0.45))
+    for i, (codec, (ext, _, _)) in enumerate(CODECS.items()):
+        actor = Actor(photos[i % 2], 90.0, (0.3, 0.5), (0.6, 0.45))
         path = root / f"{codec}.{ext}"
-        boxes = synthetic.make_clip(path, n_frames=90, codec=codec, actors=(actor,), seed=i)
+        boxes = make_clip(path, n_frames=90, codec=codec, actors=(actor,), seed=i)
         videos[codec] = (path, boxes)
     return videos
 
@@ -51,8 +51,8 @@ def vfr_video(tmp_path_factory):
     """A variable-frame-rate H.264 clip: the first half at 10 fps, the second at 60 fps."""
     path = tmp_path_factory.mktemp("vfr") / "vfr.mkv"
     times = [i * 0.1 for i in range(30)] + [3.0 + i / 60 for i in range(60)]
-    frames, _ = synthetic.render_clip(len(times), size=(320, 240))
-    synthetic.write_video(path, frames, codec="h264", timestamps=times)
+    frames, _ = render_clip(len(times), size=(320, 240))
+    write_video(path, frames, codec="h264", timestamps=times)
     return path, np.array(times)
 
 
@@ -68,7 +68,7 @@ def make_corpus(root: Path, layout: dict[str, dict[str, int]], photos, n_frames:
                 number += 1
                 rel = f"{split}/{label}/{number:04d}.avi"
                 (root / split / label).mkdir(parents=True, exist_ok=True)
-                actor = synthetic.Actor(photos[number % 2], float(rng.uniform(50, 70)), (0.35, 0.5), (0.6, 0.5))
-                truth[rel] = synthetic.make_clip(root / rel, n_frames=n_frames, size=size, actors=(actor,),
+                actor = Actor(photos[number % 2], float(rng.uniform(50, 70)), (0.35, 0.5), (0.6, 0.5))
+                truth[rel] = make_clip(root / rel, n_frames=n_frames, size=size, actors=(actor,),
                                                  seed=int(rng.integers(1 << 30)))
     return truth

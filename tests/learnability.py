@@ -62,7 +62,7 @@ def make_clip_dataset(root, per_class: dict[str, int], frames: int = 8, expressi
     """
     import pandas as pd
 
-    from ncaer.manifest import to_frame, write_manifest
+    from ncaer.dataset.manifest import to_frame, write_manifest
 
     root = Path(root)
     rng = np.random.default_rng(seed)
@@ -98,7 +98,7 @@ def make_clip_dataset(root, per_class: dict[str, int], frames: int = 8, expressi
 def make_face_build(root, per_class: dict[str, int], seed: int = 0) -> Path:
     """An `ncaer build`-like dataset whose face crops show the class texture and whose context images
     are clutter (other textures and noise), as input for `ncaer synth`."""
-    from ncaer.manifest import to_frame, write_manifest
+    from ncaer.dataset.manifest import to_frame, write_manifest
 
     root = Path(root)
     rng = np.random.default_rng(seed)

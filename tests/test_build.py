@@ -16,10 +16,11 @@ import pandas as pd
 import pytest
 
 from conftest import box_iou, make_corpus
-from ncaer import synthetic
-from ncaer.build import BuildError, run_build
-from ncaer.config import BuildConfig
-from ncaer.manifest import COLUMNS, read_manifest
+from ncaer.build.config import BuildConfig
+from ncaer.build.engine import run_build
+from ncaer.build.journal import BuildError
+from ncaer.dataset.manifest import COLUMNS, read_manifest
+from ncaer.generated.videos import Actor, read_index, render_clip, write_video
 
 LAYOUT = {"train": {"Happy": 3, "Sad": 3}, "validation": {"Happy": 1, "Sad": 1}, "test": {"Happy": 2, "Sad": 2}}
 REQUIRED = ["sample_id", "split", "label", "label_id", "video_id", "group", "source_path", "segment", "n_segments",
@@ -58,7 +59,7 @@ def test_every_sample_is_the_frame_and_face_the_manifest_names(corpus, reference
     assert sorted(m["split"].unique()) == ["test", "train", "val"]
     for row in m.itertuples():
         image = cv2.imread(str(out / row.image_path))
-        assert synthetic.read_index(image) == row.frame_index
+        assert read_index(image) == row.frame_index
         assert row.timestamp_s == pytest.approx(row.frame_index / 30.0, abs=1e-3)
         true_box = truth[row.source_path][row.frame_index][0]
         box = (row.face_x1, row.face_y1, row.face_x2, row.face_y2)
@@ -156,11 +157,11 @@ def bad_corpus(tmp_path_factory, photos):
     (happy / "truncated.avi").write_bytes(good[: len(good) * 6 // 10])
     (happy / "text.mp4").write_text("not a video at all")
     os.symlink(happy / "missing-target.avi", happy / "unreadable.avi")
-    frames, _ = synthetic.render_clip(1, size=(356, 200), actors=(synthetic.Actor(photos[0], 60, (.5, .5), (.5, .5)),))
-    synthetic.write_video(happy / "one_frame.avi", frames)
-    frames, _ = synthetic.render_clip(12, size=(301, 177), actors=(synthetic.Actor(photos[1], 60, (.5, .5), (.5, .5)),))
-    synthetic.write_video(happy / "odd_size.avi", frames, codec="mjpeg")
-    synthetic.write_video(happy / "tiny.avi", [np.full((8, 8, 3), 100, np.uint8)] * 8, codec="mjpeg")
+    frames, _ = render_clip(1, size=(356, 200), actors=(Actor(photos[0], 60, (.5, .5), (.5, .5)),))
+    write_video(happy / "one_frame.avi", frames)
+    frames, _ = render_clip(12, size=(301, 177), actors=(Actor(photos[1], 60, (.5, .5), (.5, .5)),))
+    write_video(happy / "odd_size.avi", frames, codec="mjpeg")
+    write_video(happy / "tiny.avi", [np.full((8, 8, 3), 100, np.uint8)] * 8, codec="mjpeg")
     return root
 
 
@@ -183,7 +184,7 @@ def test_bad_inputs_are_reported_and_the_build_goes_on(bad_corpus, tmp_path):
     assert (odd["width"] == 301).all() and (odd["height"] == 177).all() and len(odd) == 5
     image = cv2.imread(str(result.out / odd["image_path"].iloc[0]))
     assert image.shape[:2] == (177, 301)
-    assert synthetic.read_index(image) == odd["frame_index"].iloc[0]
+    assert read_index(image) == odd["frame_index"].iloc[0]
     assert len(m.loc[["train/Happy/0001.avi"]]) == 5  # good clips are untouched
 
 
@@ -216,8 +217,8 @@ def test_split_conflicts_are_resolved_and_reported(corpus, tmp_path):
 def faceless_corpus(tmp_path_factory, photos):
     root = tmp_path_factory.mktemp("faceless")
     make_corpus(root, {"train": {"Happy": 1}}, photos)
-    frames, _ = synthetic.render_clip(30, size=(356, 200))  # scenery only
-    synthetic.write_video(root / "train" / "Happy" / "empty_room.avi", frames)
+    frames, _ = render_clip(30, size=(356, 200))  # scenery only
+    write_video(root / "train" / "Happy" / "empty_room.avi", frames)
     return root
 
 

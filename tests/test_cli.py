@@ -5,7 +5,7 @@ from click.testing import CliRunner
 
 from conftest import make_corpus
 from ncaer.cli import main
-from ncaer.demo import make_demo_corpus
+from ncaer.generated.demo import make_demo_corpus
 
 
 def test_help_lists_every_command():

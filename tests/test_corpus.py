@@ -1,6 +1,6 @@
 import pytest
 
-from ncaer.corpus import Clip, CorpusError, clip_names, scan
+from ncaer.build.corpus import Clip, CorpusError, clip_names, scan
 
 
 def touch(root, rel, data=b"x"):

@@ -4,8 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
-from ncaer import synthetic
-from ncaer.decode import DecodeError, DecordReader, IndexMismatch, PyAVReader, decode_samples
+from ncaer.generated.videos import CODECS, read_index, stamp_index
+from ncaer.video.decode import DecodeError, DecordReader, IndexMismatch, PyAVReader, decode_samples
 
 READERS = {"decord": DecordReader, "pyav": PyAVReader}
 
@@ -15,17 +15,17 @@ INDICES = [0, 3, 17, 18, 41, 60, 88, 89]
 def test_barcode_survives_jpeg():
     frame = np.full((64, 256, 3), 127, np.uint8)
     for index in (0, 1, 1234, 4095):
-        synthetic.stamp_index(frame, index)
+        stamp_index(frame, index)
         ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 60])
-        assert synthetic.read_index(cv2.imdecode(buf, cv2.IMREAD_COLOR)) == index
+        assert read_index(cv2.imdecode(buf, cv2.IMREAD_COLOR)) == index
 
 
 def test_barcode_absent_is_an_error():
     with pytest.raises(ValueError):
-        synthetic.read_index(np.full((64, 256, 3), 127, np.uint8))
+        read_index(np.full((64, 256, 3), 127, np.uint8))
 
 
-EXACT = [(codec, backend) for codec in synthetic.CODECS for backend in READERS
+EXACT = [(codec, backend) for codec in CODECS for backend in READERS
          if (codec, backend) != ("mpeg4-bframes", "decord")]
 
 
@@ -35,9 +35,9 @@ def test_frames_are_exact(codec_videos, codec, backend):
     reader = READERS[backend](str(path))
     assert reader.info.n_frames == 90
     frames = reader.read(INDICES)
-    assert [synthetic.read_index(f) for f in frames] == INDICES
+    assert [read_index(f) for f in frames] == INDICES
     # reading again (the reader rewinds) gives the same frames
-    assert [synthetic.read_index(f) for f in reader.read([5, 6])] == [5, 6]
+    assert [read_index(f) for f in reader.read([5, 6])] == [5, 6]
 
 
 def test_decord_refuses_a_file_whose_index_it_gets_wrong(codec_videos):
@@ -59,7 +59,7 @@ def test_pyav_reindexes_by_decoding_when_frames_do_not_match_the_index(codec_vid
         reader.read([3])
     exact = PyAVReader(path, decoded_times=True)
     assert exact.info.timestamp_source == "decoder"
-    assert [synthetic.read_index(f) for f in exact.read([3, 50])] == [3, 50]
+    assert [read_index(f) for f in exact.read([3, 50])] == [3, 50]
 
 
 @pytest.mark.parametrize("backend", ["decord", "pyav"])
@@ -67,7 +67,7 @@ def test_decode_samples_reads_what_choose_picked(codec_videos, backend):
     path = str(codec_videos["h264"][0])
     decoded = decode_samples(path, backend, lambda info: [_Pick(1), _Pick(info.n_frames - 1)])
     assert decoded.decoder == backend
-    assert [synthetic.read_index(f) for f in decoded.frames] == [1, 89]
+    assert [read_index(f) for f in decoded.frames] == [1, 89]
 
 
 @pytest.mark.parametrize("backend", READERS)
@@ -85,7 +85,7 @@ def test_variable_frame_rate_timestamps(vfr_video, backend):
     reader = READERS[backend](str(path))
     assert reader.info.timestamp_source == "container"
     np.testing.assert_allclose(reader.info.timestamps, times, atol=2e-3)
-    assert [synthetic.read_index(f) for f in reader.read([0, 29, 30, 89])] == [0, 29, 30, 89]
+    assert [read_index(f) for f in reader.read([0, 29, 30, 89])] == [0, 29, 30, 89]
 
 
 @pytest.mark.parametrize("backend", READERS)

@@ -4,8 +4,11 @@ import pytest
 from onnx import TensorProto, helper
 
 from conftest import box_iou
-from ncaer import detectors
-from ncaer.detectors import DetectorError, create_detector, find_scrfd_model, nms
+from ncaer.faces import runtime
+from ncaer.faces.base import nms
+from ncaer.faces.detectors import create_detector
+from ncaer.faces.runtime import DetectorError
+from ncaer.faces.scrfd import find_scrfd_model
 
 
 @pytest.fixture(scope="module")
@@ -91,13 +94,13 @@ def test_missing_scrfd_weights_explain_what_to_do(tmp_path, monkeypatch, model):
         create_detector("scrfd", model=model)
 
 
-@pytest.mark.skipif(detectors._gpu_present(), reason="checks the error on a machine without a GPU")
+@pytest.mark.skipif(runtime._gpu_present(), reason="checks the error on a machine without a GPU")
 def test_asking_for_cuda_without_a_gpu_is_an_error():
     with pytest.raises(DetectorError, match="CUDAExecutionProvider"):
         create_detector("centerface", device="cuda")
 
 
 def test_auto_device_without_a_gpu_runs_on_cpu():
-    if detectors._gpu_present():
+    if runtime._gpu_present():
         pytest.skip("GPU present")
     assert create_detector("centerface", device="auto").provider == "CPUExecutionProvider"

@@ -10,13 +10,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from glamor_model import create_model
-from glamor_model.evaluate import evaluate_run
-from glamor_model.feratt import representation_loss
-from glamor_model.train import TrainConfig, train
+from glamor_model.engine.config import TrainConfig
+from glamor_model.engine.loop import train
+from glamor_model.eval.evaluate import evaluate_run
+from glamor_model.models import create_model
+from glamor_model.models.feratt import representation_loss
 from learnability import make_dataset, make_face_build
 from ncaer.cli import main
-from ncaer.synth import SynthConfig, synthesize
+from ncaer.synth.composite import SynthConfig, synthesize
 
 
 def test_representation_loss_against_a_hand_computed_example():
@@ -125,7 +126,7 @@ def test_feratt_learns_a_face_carried_label_on_clean_faces(clean_faces, tmp_path
 
 
 def test_feratt_reconstruction_loss_goes_down_on_faces_in_clutter(face_build, tmp_path):
-    from glamor_model.resnet import ResNet34
+    from glamor_model.models.resnet import ResNet34
 
     synthesize(SynthConfig(faces=str(face_build), out=str(tmp_path / "s"), size=48, face_min=0.4, face_max=0.6))
     weights = tmp_path / "r34.pth"  # stands in for ImageNet weights
@@ -143,7 +144,7 @@ def test_feratt_reconstruction_loss_goes_down_on_faces_in_clutter(face_build, tm
 
 
 def test_attention_encoder_is_a_torchvision_resnet34_and_loads_its_weights(tmp_path):
-    from glamor_model.resnet import ResNet18, ResNet34
+    from glamor_model.models.resnet import ResNet18, ResNet34
 
     torch.manual_seed(4)
     reference = ResNet34()

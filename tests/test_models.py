@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from glamor_model import check_model_options, create_model, list_models, model_family
-from glamor_model.preprocess import Preprocess, preprocess
-from glamor_model.resnet import ResNet18
+from glamor_model.data.preprocess import Preprocess, preprocess
+from glamor_model.models import check_model_options, create_model, list_models, model_family
+from glamor_model.models.resnet import ResNet18
 
 FACE, CONTEXT = torch.rand(3, 3, 96, 96), torch.rand(3, 3, 112, 112)
 FRAME_MODELS = [n for n in list_models() if model_family(n) == "frame"]

@@ -1,6 +1,6 @@
 import pytest
 
-from ncaer.pool import WorkerInitError, run_jobs
+from ncaer.build.pool import WorkerInitError, run_jobs
 from pool_jobs import Job, bad_init, init, work
 
 

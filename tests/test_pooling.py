@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from glamor_model.models.video import TemporalSoftmaxPool
 from glamor_model.pooling import pool, temporal_softmax_pool
-from glamor_model.video import TemporalSoftmaxPool
 
 
 def test_temporal_softmax_pooling_against_a_hand_computed_example():
@@ -55,8 +55,9 @@ def test_learned_temporal_softmax_pooling_beats_mean_pooling_when_most_frames_lo
     (docs/video.md); temporal softmax pooling weights the few confident frames.
 
     Two generated datasets (3 classes, chance 1/3), each trained with both poolings."""
-    from glamor_model.evaluate import evaluate_run
-    from glamor_model.train import TrainConfig, train
+    from glamor_model.engine.config import TrainConfig
+    from glamor_model.engine.loop import train
+    from glamor_model.eval.evaluate import evaluate_run
     from learnability import make_clip_dataset
 
     accuracy = {"video-tsp": [], "video-mean": []}

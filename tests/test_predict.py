@@ -13,13 +13,14 @@ import yaml
 from click.testing import CliRunner
 
 from conftest import box_iou
-from glamor_model.evaluate import evaluate_run
-from glamor_model.resnet import ResNet18
-from glamor_model.train import TrainConfig, train
-from ncaer.build import run_build
+from glamor_model.engine.config import TrainConfig
+from glamor_model.engine.loop import train
+from glamor_model.eval.evaluate import evaluate_run
+from glamor_model.models.resnet import ResNet18
+from ncaer.build.config import BuildConfig
+from ncaer.build.engine import run_build
 from ncaer.cli import main
-from ncaer.config import BuildConfig
-from ncaer.demo import make_demo_corpus
+from ncaer.generated.demo import make_demo_corpus
 
 SMALL = dict(face_size=48, context_height=64, context_width=86, crop=56)
 
@@ -55,7 +56,7 @@ def inputs(demo, photos):
 
 
 def test_export_verifies_onnxruntime_against_pytorch(exported):
-    from glamor_model.predict import read_metadata
+    from glamor_model.serve.predict import read_metadata
 
     meta = read_metadata(exported)
     assert meta["classes"][0] == "Anger" and meta["outputs"] == ["probs", "attention"]

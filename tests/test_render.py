@@ -1,9 +1,7 @@
-import os
-
 import numpy as np
 import pytest
 
-from ncaer.render import expand_box, face_crop, mask_face, pixel_box, write_atomic
+from ncaer.faces.render import expand_box, face_crop, mask_face, pixel_box
 
 
 def frame():
@@ -48,11 +46,3 @@ def test_face_crop_with_margin():
     f = frame()
     assert face_crop(f, (20, 10, 60, 70)).shape == (60, 40, 3)
     assert expand_box((20, 10, 60, 70), 0.25, 160, 100) == (10, 0, 70, 85)
-
-
-def test_write_atomic_leaves_no_temporary_file(tmp_path):
-    tmp = tmp_path / "tmp"
-    tmp.mkdir()
-    write_atomic(str(tmp_path / "a" / "b.bin"), b"data", str(tmp))
-    assert (tmp_path / "a" / "b.bin").read_bytes() == b"data"
-    assert os.listdir(tmp) == []

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ncaer.sampling import sample_segments
+from ncaer.video.sampling import sample_segments
 
 
 def cfr(n, fps=30.0):

@@ -1,8 +1,8 @@
 import pandas as pd
 import pytest
 
-from ncaer.corpus import Clip, Corpus
-from ncaer.splits import LeakageError, assign_groups, fingerprint, resolve_conflicts, verify_disjoint
+from ncaer.build.corpus import Clip, Corpus
+from ncaer.build.units import LeakageError, assign_groups, fingerprint, resolve_conflicts, verify_disjoint
 
 
 def clip(rel, split, group=""):

@@ -1,6 +1,6 @@
 import numpy as np
 
-from ncaer.subject import choose_subject
+from ncaer.faces.subject import choose_subject
 
 
 def face(x, y, size=50, score=0.9):

@@ -14,15 +14,21 @@ import torch
 import yaml
 from click.testing import CliRunner
 
-from glamor_model.ablation import run_ablation
-from glamor_model.data import Batches, Preprocess, cache_store, read_dataset
-from glamor_model.evaluate import classification_metrics, evaluate_run
-from glamor_model.train import TrainConfig, load_config, lr_factor, train
+from glamor_model.data.batches import Batches
+from glamor_model.data.datasets import read_dataset
+from glamor_model.data.preprocess import Preprocess
+from glamor_model.data.stores import cache_store
+from glamor_model.engine.config import TrainConfig, load_config
+from glamor_model.engine.loop import train
+from glamor_model.engine.optim import lr_factor
+from glamor_model.eval.ablation import run_ablation
+from glamor_model.eval.evaluate import evaluate_run
+from glamor_model.eval.metrics import classification_metrics
 from learnability import make_dataset
-from ncaer.build import run_build
+from ncaer.build.config import BuildConfig
+from ncaer.build.engine import run_build
 from ncaer.cli import main
-from ncaer.config import BuildConfig
-from ncaer.demo import make_demo_corpus
+from ncaer.generated.demo import make_demo_corpus
 
 SMALL = dict(face_size=48, context_height=64, context_width=86, crop=56)
 
@@ -132,7 +138,7 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(context_data, ca
 
 
 def test_existing_run_needs_resume_or_overwrite(context_data, cache, tmp_path):
-    from glamor_model.train import RunExists
+    from glamor_model.engine.loop import RunExists
 
     train(small_config(context_data, tmp_path / "r", cache, epochs=1))
     with pytest.raises(RunExists, match="--resume"):

@@ -1,0 +1,30 @@
+"""Checkpoints: written atomically, and read back as a model with the metadata it was trained with."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from glamor_model.models import create_model
+
+
+def save_atomic(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.part")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_run(run: str | Path, checkpoint: str = "best", device="cpu"):
+    """The model of a run directory and the checkpoint's metadata."""
+    run = Path(run)
+    path = run / f"{checkpoint}.pt" if checkpoint in ("best", "last") else Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: is {run} a directory written by `ncaer train`?")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    # pretrained-weight files were read at training time; their values are in the checkpoint
+    kwargs = {k: v for k, v in ckpt.get("model_kwargs", {}).items() if not k.endswith("_weights")}
+    model = create_model(ckpt["model_name"], num_classes=len(ckpt["classes"]), **kwargs)
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), ckpt

@@ -1,0 +1,87 @@
+"""A training run's options: `TrainConfig`, read from defaults, a YAML file and the command line."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from glamor_model.data.preprocess import Preprocess
+from glamor_model.models.registry import check_model_options
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: str
+    out: str
+    model: str = "glamor"
+    boxes: str | None = None  # box file for image-folder datasets
+    epochs: int = 60
+    batch_size: int = 32
+    optimizer: str = "sgd"  # sgd (GLAMOR-Net's recipe) | adam (FERAtt's)
+    lr: float = 5e-4
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    milestones: tuple[int, ...] = (25, 40)
+    gamma: float = 0.1
+    min_lr: float = 1e-5
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: str = "auto"  # auto (bf16 on CUDA) | off | bf16 | fp16
+    channels_last: str = "auto"  # auto (on CUDA) | on | off
+    compile: bool = False
+    normalize: bool = False  # ImageNet mean/std instead of plain [0, 1]
+    context_face: str = "masked"  # masked | visible
+    face_size: int = 96
+    context_height: int = 128
+    context_width: int = 171
+    crop: int = 112
+    val_split: str = "val"
+    frames: int = 8  # video models: frames per clip
+    image_size: int = 128  # face-image models (FERAtt, PreActResNet-18): input size
+    grayscale: bool = False  # face-image models: one input channel
+    cache_dir: str = ""  # default: ~/.cache/ncaer/arrays
+    workers: int = 2  # processes that preprocess the images into the cache
+    data_on_device: str = "auto"  # keep the uint8 arrays on the GPU when they fit
+    sync_bn: bool = False
+    model_kwargs: dict = field(default_factory=dict)  # the model's options, e.g. face_weights for glamor-resnet18
+
+    # options that may change when a run is resumed
+    RESUMABLE = ("epochs", "device", "workers", "cache_dir", "data_on_device", "out")
+
+    @property
+    def prep(self) -> Preprocess:
+        return Preprocess(self.face_size, self.context_height, self.context_width, self.crop, self.context_face)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["milestones"] = list(self.milestones)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+        d = dict(d)
+        if "milestones" in d:
+            d["milestones"] = tuple(d["milestones"])
+        return cls(**d)
+
+
+def load_config(path: str | Path | None, overrides: dict) -> TrainConfig:
+    """Defaults <- YAML file <- explicit overrides (options given on the command line)."""
+    values = {}
+    if path:
+        values = yaml.safe_load(Path(path).read_text()) or {}
+    model_kwargs = {**(values.get("model_kwargs") or {}), **(overrides.get("model_kwargs") or {})}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    values["model_kwargs"] = model_kwargs
+    missing = [k for k in ("data", "out") if not values.get(k)]
+    if missing:
+        raise ValueError(f"--{' and --'.join(missing)} required (on the command line or in the --config file)")
+    config = TrainConfig.from_dict(values)
+    check_model_options(config.model, config.model_kwargs)
+    return config

@@ -1,0 +1,26 @@
+"""The optimizer and learning-rate schedule of the reference recipe: SGD momentum 0.9, lr 5e-4,
+x0.1 at epochs 25 and 40, floor 1e-5 (or Adam, FERAtt's)."""
+
+from __future__ import annotations
+
+import torch
+
+from .config import TrainConfig
+
+
+def lr_factor(config: TrainConfig, epoch: int) -> float:
+    drops = sum(epoch >= m for m in config.milestones)
+    return max(config.gamma**drops, config.min_lr / config.lr)
+
+
+def create_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    raise ValueError(f"optimizer must be sgd or adam, not {config.optimizer!r}")
+
+
+def create_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
+    """Stepped once per epoch."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(config, e))

@@ -1,0 +1,2 @@
+"""Trained models put to use: prediction on pictures and videos (PyTorch or ONNX), ONNX export,
+and image embeddings for the leak check."""

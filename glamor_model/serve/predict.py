@@ -1,0 +1,296 @@
+"""Run a trained model on pictures and videos: detect faces, classify each face in its context.
+
+Two runtimes with one interface: a run directory (PyTorch) or an exported ONNX
+file (onnxruntime, CUDA when a GPU is present). This module imports torch only
+for the PyTorch runtime, so ONNX inference works where torch is not installed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from glamor_model.data.preprocess import Preprocess, model_inputs, preprocess
+from glamor_model.eval.plots import attention_overlay
+from glamor_model.pooling import POOLINGS, pool
+from ncaer.dataset.layout import IMAGE_EXTENSIONS
+from ncaer.dataset.layout import VIDEO_EXTENSIONS as CORPUS_VIDEO_EXTENSIONS
+from ncaer.faces.render import pixel_box
+from ncaer.faces.subject import choose_subject
+from ncaer.video.decode import DecodeError, decode_samples
+from ncaer.video.sampling import sample_segments
+
+METADATA_KEY = "ncaer"
+VIDEO_EXTENSIONS = CORPUS_VIDEO_EXTENSIONS + (".webm",)
+
+
+class PredictError(RuntimeError):
+    """The input cannot be used (unreadable, no model...)."""
+
+
+class Predictor:
+    classes: list[str]
+    prep: Preprocess
+    normalize: bool
+    runtime: str
+
+    def __call__(self, faces: np.ndarray, contexts: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """uint8 faces (N, S, S, 3) and contexts (N, H, W, 3) -> probabilities (N, C), attention (N, HW) or None."""
+        raise NotImplementedError
+
+
+class TorchPredictor(Predictor):
+    def __init__(self, run: str | Path, checkpoint: str = "best", device: str = "auto"):
+        import torch
+
+        from glamor_model.engine.checkpoint import load_run
+        from glamor_model.engine.device import pick_device
+
+        self.torch, self.device = torch, pick_device(device)
+        try:
+            self.model, ckpt = load_run(run, checkpoint, self.device)
+        except FileNotFoundError as e:
+            raise PredictError(str(e)) from e
+        self.classes, self.prep, self.normalize = ckpt["classes"], Preprocess(**ckpt["prep"]), ckpt["normalize"]
+        self.runtime = f"pytorch on {self.device}"
+
+    def __call__(self, faces, contexts):
+        f, c = model_inputs(faces, contexts, self.prep, self.normalize)
+        with self.torch.inference_mode():
+            out = self.model.forward_all(self.torch.from_numpy(f).to(self.device),
+                                         self.torch.from_numpy(c).to(self.device))
+        probs = self.torch.softmax(out["logits"].float(), 1).cpu().numpy()
+        return probs, (out["attention"].float().cpu().numpy() if "attention" in out else None)
+
+
+def read_metadata(path: str | Path, session=None) -> dict:
+    import onnxruntime as ort
+
+    session = session or ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta().custom_metadata_map
+    if METADATA_KEY not in meta:
+        raise PredictError(f"{path} was not exported by `ncaer export` (no {METADATA_KEY!r} metadata)")
+    return json.loads(meta[METADATA_KEY])
+
+
+class OnnxPredictor(Predictor):
+    def __init__(self, path: str | Path, device: str = "auto"):
+        from ncaer.faces.runtime import DetectorError, make_session
+
+        if not Path(path).is_file():
+            raise PredictError(f"{path} not found; make one with `ncaer export --run RUN --onnx {path}`")
+        try:
+            self.session = make_session(str(path), device)
+        except DetectorError as e:
+            raise PredictError(str(e)) from e
+        meta = read_metadata(path, self.session)
+        self.classes, self.prep, self.normalize = meta["classes"], Preprocess(**meta["prep"]), meta["normalize"]
+        self.outputs = meta["outputs"]
+        self.runtime = f"onnxruntime on {self.session.get_providers()[0]}"
+
+    def __call__(self, faces, contexts):
+        f, c = model_inputs(faces, contexts, self.prep, self.normalize)
+        out = self.session.run(None, {"face": f, "context": c})
+        return out[0], (out[1] if len(out) > 1 else None)
+
+
+@dataclass
+class FaceResult:
+    box: tuple[int, int, int, int]
+    score: float
+    label: str
+    probabilities: dict[str, float]
+    attention: np.ndarray | None = None  # (h, w) over the evaluation crop of the context
+
+    def to_json(self) -> dict:
+        return {"box": list(self.box), "detector_score": round(self.score, 4), "label": self.label,
+                "probabilities": {k: round(v, 5) for k, v in self.probabilities.items()}}
+
+
+def classify_faces(rgb: np.ndarray, dets: np.ndarray, predictor: Predictor) -> list[FaceResult]:
+    """Each detected face, with its own face masked in the context, through the model in one batch."""
+    h, w = rgb.shape[:2]
+    boxes = [(pixel_box(d, w, h), float(d[4])) for d in dets]
+    boxes = [(b, s) for b, s in boxes if b is not None]
+    if not boxes:
+        return []
+    inputs = [preprocess(rgb, b, predictor.prep) for b, _ in boxes]
+    probs, attention = predictor(np.stack([i[0] for i in inputs]), np.stack([i[1] for i in inputs]))
+    results = []
+    for k, (box, score) in enumerate(boxes):
+        side = int(round(np.sqrt(attention.shape[1]))) if attention is not None else 0
+        results.append(FaceResult(box, score, predictor.classes[int(probs[k].argmax())],
+                                  dict(zip(predictor.classes, map(float, probs[k]))),
+                                  attention[k].reshape(side, -1) if attention is not None else None))
+    return results
+
+
+def attention_region(shape, prep: Preprocess) -> tuple[int, int, int, int]:
+    """The part of the frame the model's context crop covers (x1, y1, x2, y2)."""
+    h, w = shape[:2]
+    cy, cx = prep.centre
+    sy, sx = h / prep.context_height, w / prep.context_width
+    return round(cx * sx), round(cy * sy), round((cx + prep.crop) * sx), round((cy + prep.crop) * sy)
+
+
+def annotate(rgb: np.ndarray, faces: list[FaceResult], prep: Preprocess, show_attention: bool = False) -> np.ndarray:
+    """BGR image with each face's box and label, and optionally the first face's attention over the context."""
+    out = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    if show_attention and faces and faces[0].attention is not None:
+        x1, y1, x2, y2 = attention_region(rgb.shape, prep)
+        out[y1:y2, x1:x2] = attention_overlay(out[y1:y2, x1:x2], faces[0].attention, alpha=0.4)
+    scale = max(0.4, min(out.shape[:2]) / 600)
+    for f in faces:
+        x1, y1, x2, y2 = f.box
+        cv2.rectangle(out, (x1, y1), (x2, y2), (0, 255, 0), max(1, round(2 * scale)))
+        text = f"{f.label} {f.probabilities[f.label]:.2f}"
+        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, 1)
+        ty = max(th + 4, y1 - 4)
+        cv2.rectangle(out, (x1, ty - th - 4), (x1 + tw + 4, ty + 2), (0, 255, 0), -1)
+        cv2.putText(out, text, (x1 + 2, ty - 2), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return out
+
+
+def predict_image(path: Path, detector, predictor: Predictor, subject_only: bool = False):
+    """(JSON record, RGB image, face results) for one picture."""
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise PredictError(f"{path}: not a readable image")
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    dets = detector.detect([rgb])[0]
+    if subject_only and len(dets):
+        dets = dets[np.argmax((dets[:, 2] - dets[:, 0]) * (dets[:, 3] - dets[:, 1]) * dets[:, 4])][None]
+    faces = classify_faces(rgb, dets, predictor)
+    record = {"input": str(path), "kind": "image", "width": rgb.shape[1], "height": rgb.shape[0],
+              "faces": [f.to_json() for f in faces]}
+    if not faces:
+        record["warning"] = "no face found"
+    return record, rgb, faces
+
+
+@dataclass
+class VideoPrediction:
+    record: dict
+    frame_faces: dict[int, FaceResult] = field(default_factory=dict)  # frame index -> subject's result
+
+
+def predict_video(path: Path, detector, predictor: Predictor, frames: int = 16, beta: float = 5.0,
+                  decoder: str = "decord") -> VideoPrediction:
+    """The subject's emotion in `frames` frames (middles of equal-duration segments), pooled over the clip."""
+    choose = lambda info: sample_segments(info.timestamps, info.end_time, frames, "middle")  # noqa: E731
+    decoded = None
+    errors = []
+    for backend in (decoder, "pyav" if decoder != "pyav" else "decord"):
+        try:
+            decoded = decode_samples(str(path), backend, choose)
+            break
+        except DecodeError as e:
+            errors.append(f"{backend}: {e}")
+    if decoded is None:
+        raise PredictError(f"{path}: not a readable video ({'; '.join(errors)})")
+    dets = detector.detect(decoded.frames)
+    subject = choose_subject(dets)
+    per_frame, results, probs = [], {}, []
+    for pick, rgb, frame_dets, row in zip(decoded.picks, decoded.frames, dets, subject):
+        entry = {"frame_index": pick.frame_index, "timestamp_s": round(pick.timestamp_s, 4),
+                 "faces_seen": len(frame_dets)}
+        if row is not None:
+            face = classify_faces(rgb, frame_dets[row : row + 1], predictor)
+            if face:
+                results[pick.frame_index] = face[0]
+                probs.append([face[0].probabilities[c] for c in predictor.classes])
+                entry.update(face[0].to_json())
+        per_frame.append(entry)
+    record = {"input": str(path), "kind": "video", "frames_sampled": len(per_frame), "frames_with_face": len(probs),
+              "n_frames": decoded.info.n_frames, "fps": round(decoded.info.fps, 3), "frames": per_frame}
+    if probs:
+        scores = np.array(probs)
+        record["clip"] = {}
+        for how in POOLINGS:
+            p = pool(scores, how, beta)
+            record["clip"][how] = {"label": predictor.classes[int(p.argmax())],
+                                   "scores": {c: round(float(v), 5) for c, v in zip(predictor.classes, p)}}
+        record["clip"]["beta"] = beta
+    else:
+        record["warning"] = "no face found in any sampled frame"
+    return VideoPrediction(record, results)
+
+
+def write_annotated_video(path: Path, out: Path, prediction: VideoPrediction, prep: Preprocess,
+                          show_attention: bool = False) -> None:
+    """Every frame of the video, with the box and label of the nearest analysed frame."""
+    import av
+
+    analysed = sorted(prediction.frame_faces)
+    with av.open(str(path)) as src, av.open(str(out), "w") as dst:
+        stream = src.streams.video[0]
+        rate = stream.average_rate or 25
+        enc = dst.add_stream("libx264", rate=rate, options={"crf": "23", "preset": "veryfast"})
+        enc.pix_fmt = "yuv420p"
+        for i, frame in enumerate(src.decode(stream)):
+            rgb = frame.to_ndarray(format="rgb24")
+            if i == 0:
+                enc.width, enc.height = rgb.shape[1] // 2 * 2, rgb.shape[0] // 2 * 2
+            faces = []
+            if analysed:
+                nearest = min(analysed, key=lambda k: abs(k - i))
+                faces = [prediction.frame_faces[nearest]]
+            bgr = annotate(rgb, faces, prep, show_attention)[: enc.height, : enc.width]
+            for packet in enc.encode(av.VideoFrame.from_ndarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), format="rgb24")):
+                dst.mux(packet)
+        for packet in enc.encode():
+            dst.mux(packet)
+
+
+def list_inputs(target: Path) -> list[Path]:
+    if target.is_dir():
+        files = sorted(p for p in target.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
+        if not files:
+            raise PredictError(f"{target} holds no images or videos")
+        return files
+    if not target.exists():
+        raise PredictError(f"{target} does not exist")
+    if target.suffix.lower() not in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS:
+        raise PredictError(f"{target}: not an image ({', '.join(IMAGE_EXTENSIONS)}) or video "
+                           f"({', '.join(VIDEO_EXTENSIONS)})")
+    return [target]
+
+
+def run_predict(target: Path, predictor: Predictor, detector, out: Path, subject_only: bool = False,
+                frames: int = 16, beta: float = 5.0, show_attention: bool = False, annotate_files: bool = True,
+                on_item=None) -> dict:
+    """Predict every input; write predictions.json and annotated copies in `out`."""
+    paths = list_inputs(target)  # before the output folder exists: a bad target leaves nothing behind
+    out.mkdir(parents=True, exist_ok=True)
+    records, analysed, t0 = [], 0, time.perf_counter()
+    for path in paths:
+        try:
+            if path.suffix.lower() in VIDEO_EXTENSIONS:
+                pred = predict_video(path, detector, predictor, frames, beta)
+                record = pred.record
+                analysed += record["frames_sampled"]
+                if annotate_files and pred.frame_faces:
+                    write_annotated_video(path, out / f"{path.stem}_annotated.mp4", pred, predictor.prep,
+                                          show_attention)
+            else:
+                record, rgb, faces = predict_image(path, detector, predictor, subject_only)
+                analysed += 1
+                if annotate_files:
+                    cv2.imwrite(str(out / f"{path.stem}_annotated.jpg"), annotate(rgb, faces, predictor.prep,
+                                                                                  show_attention))
+        except PredictError as e:
+            record = {"input": str(path), "error": str(e)}
+        records.append(record)
+        if on_item:
+            on_item(record)
+    seconds = time.perf_counter() - t0
+    summary = {"runtime": predictor.runtime, "detector": detector.name, "classes": predictor.classes,
+               "inputs": records, "frames_analysed": analysed, "seconds": round(seconds, 3),
+               "frames_per_s": round(analysed / seconds, 3) if seconds > 0 else None}
+    (out / "predictions.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary

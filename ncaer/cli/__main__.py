@@ -1,0 +1,5 @@
+"""`python -m ncaer.cli` (as torchrun starts it)."""
+
+from . import main
+
+main()

@@ -1,0 +1,3 @@
+"""Generated data whose content is known: videos that carry their frame index and known face
+boxes, the demo corpus, and a labelled leakage benchmark. Tests, benchmarks and `ncaer demo`
+use them; nothing here is downloaded."""

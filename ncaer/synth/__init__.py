@@ -1,0 +1,1 @@
+"""`ncaer synth`: face crops composited on backgrounds, with clean reconstruction targets."""

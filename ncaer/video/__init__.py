@@ -1,0 +1,1 @@
+"""Video input: frame-exact decoding and the choice of frames per segment."""
