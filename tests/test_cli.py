@@ -61,3 +61,22 @@ def test_demo_corpus_builds(tmp_path):
     failures = pd.read_csv(out / "failures.csv")
     assert set(failures["source_path"]) == {"train/Happy/.DS_Store", "test/Surprise/damaged.avi"}
     assert "splits disjoint" in result.output
+
+
+def test_demo_runs_the_whole_chain_and_says_where_each_output_is(tmp_path):
+    out = tmp_path / "demo"
+    args = ["demo", "--out", str(out), "--frames", "8", "--epochs", "1", "--workers", "2"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    for step in ("1/4 ncaer build", "2/4 ncaer check-leakage", "3/4 ncaer train", "4/4 ncaer evaluate"):
+        assert step in result.output
+    report = json.loads((out / "leakage-report" / "report.json").read_text())
+    assert not report["leaked"] and report["images"] == 245
+    results = json.loads((out / "runs" / "glamor" / "eval-test" / "results.json").read_text())
+    assert results["model"] == "glamor" and results["samples"] == 70
+    table = "".join(c for c in result.output if not c.isspace() and c != "│")  # long paths are folded in cells
+    for path in ("NCAER-S/manifest.parquet", "leakage-report/report.json", "runs/glamor/eval-test/results.json",
+                 "runs/glamor/eval-test/confusion_matrix.png"):
+        assert (out / path).is_file() and str(out / path) in table, path
+    result = CliRunner().invoke(main, args)  # a rerun starts the steps again over the same corpus
+    assert result.exit_code == 0, result.output

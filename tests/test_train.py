@@ -227,15 +227,20 @@ def test_metrics_against_a_hand_count():
     assert m["macro_f1"] == pytest.approx((0.5 + 0.8 + 0.0) / 3)
 
 
-def test_train_and_evaluate_end_to_end_on_the_demo_build(tmp_path, cache):
+def test_train_and_evaluate_end_to_end_on_the_demo_build(tmp_path, monkeypatch):
     videos = make_demo_corpus(tmp_path / "CAER", n_frames=10, clips_per_class={"train": 2, "validation": 1, "test": 1})
-    build = run_build(BuildConfig(videos=str(videos), out=str(tmp_path / "NCAER-S"), workers=2)).out
+    run_build(BuildConfig(videos=str(videos), out=str(tmp_path / "NCAER-S"), workers=2))
     run = tmp_path / "run"
-    result = CliRunner().invoke(main, ["train", "--data", str(build), "--out", str(run), "--epochs", "1",
-                                       "--cache-dir", cache])
+    monkeypatch.chdir(tmp_path)  # paths relative to where the user trains, as in the README
+    result = CliRunner().invoke(main, ["train", "--data", "NCAER-S", "--out", "run", "--epochs", "1",
+                                       "--cache-dir", "cache"])
     assert result.exit_code == 0, result.output
-    result = CliRunner().invoke(main, ["evaluate", "--run", str(run), "--attention-maps", "3"])
+    stores = set((tmp_path / "cache").iterdir())  # train and val arrays
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # a bare evaluate, from another folder, finds data and arrays
+    result = CliRunner().invoke(main, ["evaluate", "--run", "../run", "--attention-maps", "3"])
     assert result.exit_code == 0, result.output
+    assert len(set((tmp_path / "cache").iterdir()) - stores) == 1  # the test arrays, in the run's cache
     results = json.loads((run / "eval-test" / "results.json").read_text())
     assert results["samples"] == 35 and results["classes"][0] == "Anger"
     assert len(results["confusion_matrix"]) == 7 and 0 <= results["macro_f1"] <= 1

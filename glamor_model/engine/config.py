@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import yaml
@@ -49,10 +50,15 @@ class TrainConfig:
 
     # options that may change when a run is resumed
     RESUMABLE = ("epochs", "device", "workers", "cache_dir", "data_on_device", "out")
+    # recorded as absolute paths, so `ncaer evaluate --run RUN` finds them from any folder
+    PATHS = ("data", "boxes", "cache_dir")
 
     @property
     def prep(self) -> Preprocess:
         return Preprocess(self.face_size, self.context_height, self.context_width, self.crop, self.context_face)
+
+    def with_absolute_paths(self) -> TrainConfig:
+        return replace(self, **{k: os.path.abspath(v) for k in self.PATHS if (v := getattr(self, k))})
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -80,6 +80,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
           on_epoch: Callable[[dict], None] | None = None,
           on_step: Callable[[int, int, dict], None] | None = None) -> dict:
     """Train; returns the last epoch's metrics. `on_step(step, steps, stats)` reports progress inside an epoch."""
+    config = config.with_absolute_paths()
     device = pick_device(config.device)
     ddp = setup_distributed(device)
     if device.type == "cuda" and ddp.world > 1:
@@ -94,7 +95,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
     checkpoint = torch.load(last_path, map_location="cpu", weights_only=False) if resume and last_path.exists() \
         else None
     if checkpoint is not None:
-        saved = TrainConfig.from_dict(checkpoint["config"])
+        saved = TrainConfig.from_dict(checkpoint["config"]).with_absolute_paths()
         changed = [k for k in saved.to_dict() if k not in TrainConfig.RESUMABLE
                    and saved.to_dict()[k] != config.to_dict()[k]]
         if changed:

@@ -52,6 +52,7 @@ def evaluate_run(run: str | Path, data: str | None = None, split: str = "test", 
                  beta: float = 5.0) -> dict:
     """Evaluate a run on a split; writes results.json, predictions.csv, confusion_matrix.{csv,png}.
 
+    Without `data` the run's training data is used, and without `cache_dir` the run's cache folder.
     `video`: also pool the frame probabilities of each source video (mean, max, temporal
     softmax pooling with `beta`) and report clip-level figures.
     """
@@ -61,7 +62,7 @@ def evaluate_run(run: str | Path, data: str | None = None, split: str = "test", 
     data = data or config["data"]
     out = Path(out) if out else Path(run) / f"eval-{split}"
     out.mkdir(parents=True, exist_ok=True)
-    cache_dir = cache_dir or default_cache_dir()
+    cache_dir = cache_dir or config.get("cache_dir") or default_cache_dir()  # the run's arrays, if it kept them
     header = {"run": str(run), "checkpoint": checkpoint, "epoch": ckpt["epoch"], "model": ckpt["model_name"],
               "data": str(data), "split": split, "classes": ckpt["classes"]}
     family = model_family(ckpt["model_name"])
