@@ -15,17 +15,20 @@ H, W = 128, 171
 
 
 def _pattern(kind: int, rng, h, w) -> np.ndarray:
-    """Class-like textures: horizontal stripes, vertical stripes, checkerboard."""
+    """Class-like textures: horizontal stripes, vertical stripes, checkerboard, with stripes and squares
+    5-8 px wide (still 2.5-4 px at the tests' half-size context) in a dark and a bright colour, so every
+    sample shows its class; which colour is which, the scale and the phase vary."""
     yy, xx = np.mgrid[0:h, 0:w]
-    period = int(rng.integers(6, 12))
-    phase = int(rng.integers(period))
+    half = int(rng.integers(5, 9))
+    phase = int(rng.integers(2 * half))
     if kind == 0:
-        on = ((yy + phase) // (period // 2)) % 2
+        on = ((yy + phase) // half) % 2
     elif kind == 1:
-        on = ((xx + phase) // (period // 2)) % 2
+        on = ((xx + phase) // half) % 2
     else:
-        on = (((yy + phase) // period) + ((xx + phase) // period)) % 2
-    c0, c1 = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+        on = (((yy + phase) // half) + ((xx + phase) // half)) % 2
+    dark, bright = rng.integers(0, 96, 3), rng.integers(160, 256, 3)
+    c0, c1 = (dark, bright) if rng.random() < 0.5 else (bright, dark)
     return np.where(on[..., None] == 1, c0, c1).astype(np.uint8)
 
 

@@ -108,13 +108,14 @@ def test_baseline_learns_a_face_carried_label_on_clean_faces(clean_faces, tmp_pa
                          image_size=32, batch_size=16, lr=0.01, cache_dir=str(tmp_path / "cache"), milestones=())
     train(config)
     results = evaluate_run(config.out, checkpoint="last", cache_dir=config.cache_dir)
-    assert results["accuracy"] >= 0.75  # chance 1/3
+    assert results["accuracy"] >= 0.75  # chance 1/3; measured 0.95-1.0 over six initialisations
     assert {"macro_precision", "macro_recall", "macro_f1", "f1_from_macro_precision_recall"} <= set(results)
 
 
 def test_feratt_learns_a_face_carried_label_on_clean_faces(clean_faces, tmp_path):
     # The paper's Adam lr 1e-4: with 1e-3 the classifier stayed at chance for most initialisations
-    # (docs/feratt.md). Measured here: 0.83 with the best checkpoint.
+    # (docs/feratt.md). Measured over four initialisations: 0.97-1.0 with the best checkpoint, and the
+    # validation reconstruction error down to 0.13-0.14 of the first epoch's.
     config = TrainConfig(data=str(clean_faces), out=str(tmp_path / "run"), model="feratt", epochs=12, image_size=32,
                          batch_size=16, lr=1e-4, optimizer="adam", milestones=(), cache_dir=str(tmp_path / "cache"))
     train(config)
@@ -131,8 +132,10 @@ def test_feratt_reconstruction_loss_goes_down_on_faces_in_clutter(face_build, tm
     synthesize(SynthConfig(faces=str(face_build), out=str(tmp_path / "s"), size=48, face_min=0.4, face_max=0.6))
     weights = tmp_path / "r34.pth"  # stands in for ImageNet weights
     torch.save(ResNet34().state_dict(), weights)
-    config = TrainConfig(data=str(tmp_path / "s"), out=str(tmp_path / "run"), model="feratt", epochs=3,
-                         image_size=48, batch_size=16, lr=1e-3, optimizer="adam", cache_dir=str(tmp_path / "cache"),
+    # the paper's lr 1e-4: at 1e-3 the epoch means went up and down (over 3 epochs one initialisation of
+    # four ended above its start); at 1e-4 they fell every epoch (last/first 0.70-0.92 over four)
+    config = TrainConfig(data=str(tmp_path / "s"), out=str(tmp_path / "run"), model="feratt", epochs=4,
+                         image_size=48, batch_size=16, lr=1e-4, optimizer="adam", cache_dir=str(tmp_path / "cache"),
                          milestones=(), model_kwargs={"attention_weights": str(weights)})
     train(config)
     weights.unlink()  # evaluation takes the weights from the checkpoint

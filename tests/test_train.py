@@ -40,12 +40,12 @@ def cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def context_data(tmp_path_factory):
-    return make_dataset(tmp_path_factory.mktemp("ctx"), "context", {"train": 60, "val": 15, "test": 30})
+    return make_dataset(tmp_path_factory.mktemp("ctx"), "context", {"train": 60, "val": 15, "test": 60})
 
 
 @pytest.fixture(scope="module")
 def face_data(tmp_path_factory):
-    return make_dataset(tmp_path_factory.mktemp("face"), "face", {"train": 60, "val": 15, "test": 30}, seed=1)
+    return make_dataset(tmp_path_factory.mktemp("face"), "face", {"train": 60, "val": 15, "test": 60}, seed=1)
 
 
 def small_config(data, out, cache, **kw):
@@ -181,7 +181,9 @@ def test_distributed_data_parallel_on_cpu_with_two_processes(context_data, cache
     assert torch.load(out / "last.pt", weights_only=False)["epoch"] == 1
 
 
-LEARN = dict(epochs=12, lr=0.03, batch_size=16, milestones=())
+# lr x0.1 at epoch 8: without the drop, validation accuracy swung by up to 0.45 between epochs and the last
+# epoch's accuracy depended on the initialisation (0.39-0.96 over six seeds, docs/models.md)
+LEARN = dict(epochs=12, lr=0.03, batch_size=16, milestones=(8,))
 
 
 @pytest.mark.parametrize("model,learns_context,learns_face", [
@@ -197,11 +199,13 @@ def test_each_model_learns_what_its_inputs_carry(model, learns_context, learns_f
         train(config)
         accuracies[name] = evaluate_run(config.out, checkpoint="last", cache_dir=cache)["accuracy"]
     print(model, accuracies)
+    # measured over six initialisations, one and two threads: 0.97-1.0 where the input carries the label,
+    # 0.28-0.37 where it does not (chance 1/3; 180 test samples)
     for name, learns in (("context", learns_context), ("face", learns_face)):
         if learns:
             assert accuracies[name] >= 0.75, accuracies
         else:
-            assert accuracies[name] <= 0.5, accuracies  # chance is 1/3
+            assert accuracies[name] <= 0.5, accuracies
 
 
 def test_ablation_grid_runs_every_cell_and_prints_the_paper_table(context_data, cache, tmp_path):
