@@ -33,7 +33,8 @@ def _pattern(kind: int, rng, h, w) -> np.ndarray:
 
 
 def make_dataset(root, carrier: str, per_class: dict[str, int], seed: int = 0) -> Path:
-    """carrier "context": the background pattern is the class, the face is noise; "face": the reverse."""
+    """carrier "context": the background texture is the class, the face is noise; "face": the reverse, so a
+    face left visible in the context image would give the label away (the masking test)."""
     root = Path(root)
     rng = np.random.default_rng(seed)
     for split, n in per_class.items():
@@ -41,8 +42,10 @@ def make_dataset(root, carrier: str, per_class: dict[str, int], seed: int = 0) -
             (root / "images" / split / label).mkdir(parents=True, exist_ok=True)
             (root / "crop" / split / label).mkdir(parents=True, exist_ok=True)
             for i in range(n):
-                background = label_id if carrier == "context" else int(rng.integers(3))
-                img = _pattern(background, rng, H, W)
+                if carrier == "context":
+                    img = _pattern(label_id, rng, H, W)
+                else:
+                    img = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
                 size = int(rng.integers(36, 48))
                 x, y = int(rng.integers(0, W - size)), int(rng.integers(0, H - size))
                 if carrier == "face":
