@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import pandas as pd
+if TYPE_CHECKING:  # build workers import this module; they need no pandas
+    import pandas as pd
 
 
 def write_bytes(path: str, data: bytes, tmp_dir: str) -> None:
