@@ -246,6 +246,14 @@ def test_train_and_evaluate_end_to_end_on_the_demo_build(tmp_path, monkeypatch):
     result = CliRunner().invoke(main, ["evaluate", "--run", "../run", "--attention-maps", "3"])
     assert result.exit_code == 0, result.output
     assert len(set((tmp_path / "cache").iterdir()) - stores) == 1  # the test arrays, in the run's cache
+    # a run copied from elsewhere may name a cache folder that is not usable here: the default serves
+    best = torch.load(run / "best.pt", weights_only=False)
+    best["config"]["cache_dir"] = str(tmp_path / "CAER" / "train" / "Happy" / ".DS_Store")  # a file, not a folder
+    torch.save(best, run / "best.pt")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # where the default cache folder then is
+    result = CliRunner().invoke(main, ["evaluate", "--run", "../run", "--out", "../eval-copied"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "home" / ".cache" / "ncaer" / "arrays").is_dir()
     results = json.loads((run / "eval-test" / "results.json").read_text())
     assert results["samples"] == 35 and results["classes"][0] == "Anger"
     assert len(results["confusion_matrix"]) == 7 and 0 <= results["macro_f1"] <= 1

@@ -4,6 +4,7 @@ frame models here, face-image models in `images`, clip models in `clips`."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -62,7 +63,7 @@ def evaluate_run(run: str | Path, data: str | None = None, split: str = "test", 
     data = data or config["data"]
     out = Path(out) if out else Path(run) / f"eval-{split}"
     out.mkdir(parents=True, exist_ok=True)
-    cache_dir = cache_dir or config.get("cache_dir") or default_cache_dir()  # the run's arrays, if it kept them
+    cache_dir = cache_dir or _usable_cache(config.get("cache_dir")) or default_cache_dir()
     header = {"run": str(run), "checkpoint": checkpoint, "epoch": ckpt["epoch"], "model": ckpt["model_name"],
               "data": str(data), "split": split, "classes": ckpt["classes"]}
     family = model_family(ckpt["model_name"])
@@ -119,6 +120,12 @@ def evaluate_run(run: str | Path, data: str | None = None, split: str = "test", 
                               attention_maps)
     results["out"] = str(out)
     return results
+
+
+def _usable_cache(folder: str | None) -> str | None:
+    """The run's cache folder if it is still there and writable here: a run copied from another machine or
+    user may name one that is gone or not ours, and then the default folder serves."""
+    return folder if folder and os.path.isdir(folder) and os.access(folder, os.W_OK) else None
 
 
 def _write_attention_maps(store, samples, attention, y_pred, classes, prep, folder: Path, n: int) -> None:

@@ -194,7 +194,7 @@ def evaluate(run, data, split, checkpoint, boxes, out, attention_maps, video_lev
     try:
         r = evaluate_run(run, data, split, checkpoint, out, attention_maps, boxes, device, video=video_level,
                          beta=beta)
-    except (FileNotFoundError, ValueError) as e:
+    except (OSError, ValueError) as e:  # missing files, unreadable or unwritable folders, wrong data
         raise click.ClickException(str(e)) from e
     table = Table(title=f"{r['model']} on {r['split']} ({r['samples']} samples, {r['checkpoint']} checkpoint, "
                         f"epoch {r['epoch']})")
