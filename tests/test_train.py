@@ -137,6 +137,19 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(context_data, ca
                                   m_cut.drop(columns=["samples_per_s", "seconds"]))
 
 
+def test_a_run_resumes_after_its_data_moved_but_not_on_other_data(context_data, face_data, cache, tmp_path):
+    import shutil
+
+    from glamor_model.engine.loop import RunExists
+
+    shutil.copytree(context_data, tmp_path / "here")
+    train(small_config(tmp_path / "here", tmp_path / "r", cache, epochs=1))
+    (tmp_path / "here").rename(tmp_path / "there")  # a moved project, or data staged at another scratch path
+    assert train(small_config(tmp_path / "there", tmp_path / "r", cache, epochs=2), resume=True)["epoch"] == 1
+    with pytest.raises(RunExists, match="other training data"):
+        train(small_config(face_data, tmp_path / "r", cache, epochs=3), resume=True)
+
+
 def test_existing_run_needs_resume_or_overwrite(context_data, cache, tmp_path):
     from glamor_model.engine.loop import RunExists
 

@@ -48,8 +48,9 @@ class TrainConfig:
     sync_bn: bool = False
     model_kwargs: dict = field(default_factory=dict)  # the model's options, e.g. face_weights for glamor-resnet18
 
-    # options that may change when a run is resumed
-    RESUMABLE = ("epochs", "device", "workers", "cache_dir", "data_on_device", "out")
+    # options that may change when a run is resumed; data and boxes may move (the training samples
+    # themselves must stay the same: engine.loop compares their identity)
+    RESUMABLE = ("epochs", "device", "workers", "cache_dir", "data_on_device", "out", "data", "boxes")
     # recorded as absolute paths, so `ncaer evaluate --run RUN` finds them from any folder
     PATHS = ("data", "boxes", "cache_dir")
 

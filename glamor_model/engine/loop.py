@@ -13,7 +13,9 @@ epoch (DistributedDataParallel); `batch_size` is per process.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
 import math
 import time
 from dataclasses import asdict
@@ -118,11 +120,12 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
         train_batches = ClipBatches(train_store, config.batch_size, True, rank=ddp.rank, world=ddp.world, **common)
         val_batches = ClipBatches(val_store, config.batch_size, False, **common) if val_store else None
         channels_last = False  # 5-D clips
+        train_names = train_store.video_ids
     elif family == "face-image":
         dataset = read_dataset(config.data, config.boxes)
         classes = dataset.classes
-        train_store = image_store(dataset.split("train"), config.image_size, config.grayscale, cache_dir,
-                                  config.workers)
+        train_samples = dataset.split("train")
+        train_store = image_store(train_samples, config.image_size, config.grayscale, cache_dir, config.workers)
         val_samples = dataset.split(config.val_split)
         val_store = (image_store(val_samples, config.image_size, config.grayscale, cache_dir, config.workers)
                      if len(val_samples) else None)
@@ -145,6 +148,17 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
         train_batches = Batches(train_store, prep, config.batch_size, True, rank=ddp.rank, world=ddp.world,
                                 on_device=on_device, **common)
         val_batches = Batches(val_store, prep, config.batch_size * 2, False, **common) if val_store else None
+    if family != "video":  # a sample with another face box is another sample
+        train_names = [f"{sample} {box}" for sample, box in zip(train_samples["sample_id"], train_samples["box"])]
+    data_identity = hashlib.sha256(json.dumps([list(map(str, train_names)),
+                                               train_store.labels.tolist()]).encode()).hexdigest()[:16]
+    if checkpoint is not None:
+        if "data_identity" in checkpoint:  # the data may have moved, but must be the same samples and labels
+            if checkpoint["data_identity"] != data_identity:
+                raise RunExists(f"--resume with other training data than the run was started with "
+                                f"({config.data} does not hold the same training samples and labels)")
+        elif (saved.data, saved.boxes) != (config.data, config.boxes):  # a run from before identities were kept
+            raise RunExists("--resume with other options than the run was started with: data")
 
     torch.manual_seed(config.seed)
     model = create_model(config.model, num_classes=len(classes), **model_kwargs).to(device)
@@ -165,7 +179,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
     step_fn = torch.compile(net) if config.compile else net
     autocast_dtype = amp_dtype(config.amp, device)
     scaler = torch.amp.GradScaler(enabled=autocast_dtype == torch.float16)
-    meta = {"model_name": config.model, "classes": classes, "prep": asdict(prep),
+    meta = {"model_name": config.model, "classes": classes, "prep": asdict(prep), "data_identity": data_identity,
             "normalize": config.normalize, "model_kwargs": model_kwargs, "config": config.to_dict()}
     if ddp.main:
         write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), out / "config.yaml")
