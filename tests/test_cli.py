@@ -68,8 +68,10 @@ def test_demo_runs_the_whole_chain_and_says_where_each_output_is(tmp_path):
     args = ["demo", "--out", str(out), "--frames", "8", "--epochs", "1", "--workers", "2"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    for step in ("1/4 ncaer build", "2/4 ncaer check-leakage", "3/4 ncaer train", "4/4 ncaer evaluate"):
-        assert step in result.output
+    lines = result.output.splitlines()
+    commands = [line for line in lines if line.startswith("$ ncaer ")]
+    assert [c.split()[2] for c in commands] == ["build", "check-leakage", "train", "evaluate"]
+    assert f"--data {out / 'NCAER-S'} --model glamor --epochs 1 --out {out / 'runs' / 'glamor'}" in commands[2]
     report = json.loads((out / "leakage-report" / "report.json").read_text())
     assert not report["leaked"] and report["images"] == 245
     results = json.loads((out / "runs" / "glamor" / "eval-test" / "results.json").read_text())
@@ -80,3 +82,11 @@ def test_demo_runs_the_whole_chain_and_says_where_each_output_is(tmp_path):
         assert (out / path).is_file() and str(out / path) in table, path
     result = CliRunner().invoke(main, args)  # a rerun starts the steps again over the same corpus
     assert result.exit_code == 0, result.output
+
+
+def test_demo_refuses_a_folder_it_did_not_make(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "CAER").mkdir()  # a user's real corpus, say
+    result = CliRunner().invoke(main, ["demo", "--out", str(tmp_path / "mine")])
+    assert result.exit_code == 1 and "did not make" in result.output
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["CAER"]

@@ -1,22 +1,22 @@
-"""`ncaer demo`: the whole chain on a corpus generated offline, each step as the command a user would run."""
+"""`ncaer demo`: the whole chain on a corpus generated offline, each step the command a user would type."""
 
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 from pathlib import Path
 
 import click
 from rich.table import Table
 
-from .build import build
 from .common import console, default_workers, out_console
-from .leakage import check_leakage_cmd
-from .train import evaluate, train
+
+MARKER = ".ncaer-demo"  # says that OUT holds the demo's own outputs, which every run makes again
 
 
 @click.command()
-@click.option("--out", default="demo", show_default=True, type=click.Path(path_type=Path),
+@click.option("--out", default="demo", show_default=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for everything the demo makes: OUT/CAER (corpus), OUT/NCAER-S (dataset), "
                    "OUT/leakage-report, OUT/runs/glamor (run and evaluation), OUT/cache (arrays).")
 @click.option("--workers", default=default_workers, show_default="CPU count", type=click.IntRange(0))
@@ -26,35 +26,41 @@ from .train import evaluate, train
 def demo(ctx, out, workers, frames, epochs):
     """Run the whole chain offline on a small generated corpus: make a CAER-layout corpus from face
     photos that ship with installed packages, build NCAER-S from it, check it for leakage, train
-    GLAMOR-Net for a few epochs and evaluate it. No download; rerunning starts the steps again."""
+    GLAMOR-Net for a few epochs and evaluate it. No download.
+
+    Each step is printed as the command a user would type, and that command is what runs. A rerun
+    makes every output again (the corpus is kept). OUT must be new, or a folder the demo made.
+    """
     from ncaer.generated.demo import make_demo_corpus
 
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
+        raise click.ClickException(f"{out} holds files that `ncaer demo` did not make, and the demo replaces its "
+                                   "outputs there; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("made by `ncaer demo`, which makes these outputs again on every run\n")
     videos, dataset, report, run = out / "CAER", out / "NCAER-S", out / "leakage-report", out / "runs" / "glamor"
-    cache = out / "cache"
+    root = ctx.find_root().command
 
-    _step(1, f"ncaer build --videos {videos} --out {dataset} --overwrite")
+    def step(number: int, args: list[str]) -> None:
+        console.rule(f"[bold]step {number}/4", align="left")
+        console.print("$ " + shlex.join(["ncaer", *args]), soft_wrap=True, markup=False, highlight=False)
+        try:
+            root.main(args, prog_name="ncaer", standalone_mode=False)
+        except SystemExit as e:  # check-leakage exits 1 when it finds leakage: the demo reports it below
+            if e.code not in (0, 1, None):
+                raise
+
     if not videos.is_dir():
         console.print(f"making the demo corpus in {videos} ...")
         part = out / ".CAER.part"  # an interrupted demo leaves no half-made corpus behind
         shutil.rmtree(part, ignore_errors=True)
         make_demo_corpus(part, n_frames=frames)
         part.rename(videos)
-    ctx.invoke(build, videos=videos, out=dataset, workers=workers, overwrite=True)
-
-    _step(2, f"ncaer check-leakage {dataset} --out {report}")
-    try:
-        ctx.invoke(check_leakage_cmd, dataset=dataset, out=report, workers=max(workers, 1))
-    except SystemExit as e:  # the command's exit status says whether leakage was found
-        if e.code not in (0, 1):
-            raise
-
-    _step(3, f"ncaer train --data {dataset} --model glamor --epochs {epochs} --out {run} --cache-dir {cache} "
-             "--overwrite")
-    ctx.invoke(train, data=str(dataset), model="glamor", epochs=epochs, out=run, cache_dir=str(cache),
-               overwrite=True)
-
-    _step(4, f"ncaer evaluate --run {run} --attention-maps 6")
-    ctx.invoke(evaluate, run=str(run), attention_maps=6)
+    step(1, ["build", "--videos", str(videos), "--out", str(dataset), "--workers", str(workers), "--overwrite"])
+    step(2, ["check-leakage", str(dataset), "--out", str(report), "--workers", str(max(workers, 1))])
+    step(3, ["train", "--data", str(dataset), "--model", "glamor", "--epochs", str(epochs), "--out", str(run),
+             "--cache-dir", str(out / "cache"), "--workers", str(max(workers, 1)), "--overwrite"])
+    step(4, ["evaluate", "--run", str(run), "--attention-maps", "6"])
 
     leak = json.loads((report / "report.json").read_text())
     results = json.loads((run / "eval-test" / "results.json").read_text())
@@ -70,8 +76,5 @@ def demo(ctx, out, workers, frames, epochs):
     table.add_row("confusion matrix", str(run / "eval-test" / "confusion_matrix.png"))
     table.add_row("attention maps", str(run / "eval-test" / "attention_maps.png"))
     out_console.print(table)
-    out_console.print(f"next: ncaer evaluate --run {run} --video-level; ncaer predict my_clip.mp4 --run {run}")
-
-
-def _step(number: int, command: str) -> None:
-    console.rule(f"[bold]{number}/4[/] {command}", align="left")
+    out_console.print(f"next: {shlex.join(['ncaer', 'evaluate', '--run', str(run), '--video-level'])}; "
+                      f"{shlex.join(['ncaer', 'predict', 'my_clip.mp4', '--run', str(run)])}", soft_wrap=True)
