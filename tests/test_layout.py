@@ -1,64 +1,109 @@
-"""The package layout: no import cycles, and dependencies that point one way.
+"""The package layout: every import resolves, no import cycles, and dependencies that point one way.
 
 `glamor_model` may use `ncaer`; `ncaer`'s library never imports `glamor_model`; the
 command line (`ncaer.cli`) joins them only inside the commands that need torch.
-Imports are read with `ast`, so an import inside a function counts like any other.
+Imports are read with `ast`, so an import inside a function counts like any other;
+imports under `if TYPE_CHECKING:` never run and are left out of the graph.
 """
 
 import ast
+import functools
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("ncaer", "glamor_model")
 
 
-def module_files() -> dict[str, Path]:
+def module_files(root: Path = ROOT) -> dict[str, Path]:
     modules = {}
     for package in PACKAGES:
-        for path in sorted((ROOT / package).rglob("*.py")):
-            parts = path.relative_to(ROOT).with_suffix("").parts
+        for path in sorted((root / package).rglob("*.py")):
+            parts = path.relative_to(root).with_suffix("").parts
             modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
     return modules
 
 
-def imports_of(module: str, path: Path, known: set[str]) -> list[tuple[str, bool, int]]:
-    """(imported module of ours, inside a function?, line) for every import statement in a file."""
+@functools.cache
+def top_level_names(path: Path) -> set[str]:
+    """Names a module binds at its top level (definitions, assignments, imports, also under if/try)."""
+    names: set[str] = set()
+
+    def visit(body):
+        for node in body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+                for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                    names.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                names.update((a.asname or a.name).split(".")[0] for a in node.names)
+            elif isinstance(node, (ast.If, ast.Try)):
+                visit(node.body + node.orelse + getattr(node, "finalbody", []) +
+                      [n for h in getattr(node, "handlers", []) for n in h.body])
+
+    visit(ast.parse(path.read_text()).body)
+    return names
+
+
+@dataclass(frozen=True)
+class Import:
+    module: str  # the module named, made absolute
+    target: str | None  # the module of ours it loads; None when it names nothing that exists
+    statement: str  # as written, for messages
+    line: int
+    lazy: bool  # inside a function
+    runs: bool  # False under `if TYPE_CHECKING:`
+
+
+def imports_of(module: str, path: Path, files: dict[str, Path]) -> list[Import]:
+    """Every import of our packages in one file."""
     tree = ast.parse(path.read_text(), str(path))
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found = []
 
-    def target(name: str) -> str | None:
-        while name and name not in known:
-            name = name.rpartition(".")[0]
-        return name or None
+    def resolve(base: str, name: str | None) -> str | None:
+        """The module `from base import name` (or `import base`) loads, if base and name exist."""
+        if name is not None and f"{base}.{name}" in files:
+            return f"{base}.{name}"
+        if base not in files:
+            return None
+        names = top_level_names(files[base])
+        return base if name in (None, "*") or name in names or "__getattr__" in names else None
 
-    def visit(node, lazy: bool):
+    def visit(node, lazy: bool, runs: bool):
+        pairs = []
         if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
+            pairs = [(a.name, None, f"import {a.name}") for a in node.names]
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
                 up = package.split(".")[: len(package.split(".")) - (node.level - 1)]
                 base = ".".join(up + ([node.module] if node.module else []))
-            names = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
-        else:
-            names = []
-        for name in names:
-            hit = target(name) if name.split(".")[0] in PACKAGES else None
-            if hit and hit != module:
-                found.append((hit, lazy, node.lineno))
+            pairs = [(base, a.name, f"from {'.' * node.level}{node.module or ''} import {a.name}")
+                     for a in node.names]
+        for base, name, text in pairs:
+            if base.split(".")[0] in PACKAGES:
+                target = resolve(base, name)
+                if target != module:
+                    found.append(Import(base, target, text, node.lineno, lazy, runs))
         for child in ast.iter_child_nodes(node):
-            visit(child, lazy or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)))
+            guarded = isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test) and child in node.body
+            visit(child, lazy or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)), runs and not guarded)
 
-    visit(tree, False)
+    visit(tree, False, True)
     return found
 
 
-def import_graph() -> dict[str, list[tuple[str, bool, int]]]:
-    files = module_files()
-    return {m: imports_of(m, p, set(files)) for m, p in files.items()}
+def import_graph(root: Path = ROOT) -> dict[str, list[Import]]:
+    files = module_files(root)
+    return {m: imports_of(m, p, files) for m, p in files.items()}
+
+
+def edges(graph: dict[str, list[Import]]) -> dict[str, set[str]]:
+    return {m: {i.target for i in deps if i.target and i.runs} for m, deps in graph.items()}
 
 
 def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
@@ -98,43 +143,60 @@ def subpackage(module: str) -> str:
     return ".".join(module.split(".")[:2])
 
 
-def test_the_graph_sees_relative_absolute_and_lazy_imports():
+def test_the_graph_sees_relative_absolute_lazy_and_guarded_imports(tmp_path):
     graph = import_graph()
-    engine = {t for t, _, _ in graph["ncaer.build.engine"]}
+    engine = {i.target for i in graph["ncaer.build.engine"]}
     assert {"ncaer.build.plan", "ncaer.build.pool", "ncaer.atomic", "ncaer"} <= engine
-    lazy = {t for t, is_lazy, _ in graph["ncaer.cli.train"] if is_lazy}
-    assert "glamor_model.engine.loop" in lazy
-    models = {t for t, _, _ in graph["glamor_model.models"]}
+    assert "glamor_model.engine.loop" in {i.target for i in graph["ncaer.cli.train"] if i.lazy}
+    models = {i.target for i in graph["glamor_model.models"]}
     assert {"glamor_model.models.glamor", "glamor_model.models.registry"} <= models
+    # a made-up package: a name that does not exist resolves to nothing; a guarded import is not run
+    (tmp_path / "ncaer" / "sub").mkdir(parents=True)
+    (tmp_path / "glamor_model").mkdir()
+    (tmp_path / "ncaer" / "__init__.py").write_text("")
+    (tmp_path / "ncaer" / "sub" / "__init__.py").write_text("")
+    (tmp_path / "ncaer" / "sub" / "a.py").write_text(
+        "from typing import TYPE_CHECKING\nfrom . import b\nfrom .b import real, missing\nimport ncaer.sub.gone\n"
+        "if TYPE_CHECKING:\n    from ncaer.sub.b import real as again\n")
+    (tmp_path / "ncaer" / "sub" / "b.py").write_text("if True:\n    real = 1\n")
+    made_up = {(i.statement, i.target, i.runs) for i in import_graph(tmp_path)["ncaer.sub.a"]}
+    assert made_up == {("from . import b", "ncaer.sub.b", True), ("from .b import real", "ncaer.sub.b", True),
+                       ("from .b import missing", None, True), ("import ncaer.sub.gone", None, True),
+                       ("from ncaer.sub.b import real", "ncaer.sub.b", False)}
+
+
+def test_every_import_of_ours_resolves():
+    broken = [f"{m} (line {i.line}): {i.statement}" for m, deps in import_graph().items() for i in deps
+              if i.target is None]
+    assert not broken, f"imports of modules or names that do not exist: {broken}"
 
 
 def test_no_import_cycle_between_modules():
-    graph = import_graph()
-    found = cycles({m: {t for t, _, _ in deps} for m, deps in graph.items()})
+    found = cycles(edges(import_graph()))
     assert not found, f"import cycles: {found}"
 
 
 def test_no_import_cycle_between_subpackages():
-    edges: dict[str, set[str]] = {}
-    for module, deps in import_graph().items():
-        for t, _, _ in deps:
+    between: dict[str, set[str]] = {}
+    for module, targets in edges(import_graph()).items():
+        for t in targets:
             a, b = subpackage(module), subpackage(t)
             # a package's own __init__ importing its modules, and the top-level version string, are no layering
             if a != b and b not in PACKAGES:
-                edges.setdefault(a, set()).add(b)
-    found = cycles(edges)
+                between.setdefault(a, set()).add(b)
+    found = cycles(between)
     assert not found, f"subpackages that import each other: {found}"
 
 
 def test_ncaer_library_never_imports_glamor_model():
-    wrong = [f"{m} (line {line}) imports {t}" for m, deps in import_graph().items() for t, _, line in deps
-             if m.split(".")[0] == "ncaer" and not m.startswith("ncaer.cli") and t.startswith("glamor_model")]
+    wrong = [f"{m} (line {i.line}): {i.statement}" for m, deps in import_graph().items() for i in deps
+             if m.split(".")[0] == "ncaer" and not m.startswith("ncaer.cli") and i.module.startswith("glamor_model")]
     assert not wrong, wrong
 
 
 def test_the_command_line_imports_glamor_model_only_inside_commands():
-    eager = [f"{m} (line {line}) imports {t} at module level" for m, deps in import_graph().items()
-             for t, lazy, line in deps if m.startswith("ncaer.cli") and t.startswith("glamor_model") and not lazy]
+    eager = [f"{m} (line {i.line}): {i.statement}" for m, deps in import_graph().items() for i in deps
+             if m.startswith("ncaer.cli") and i.module.startswith("glamor_model") and not i.lazy and i.runs]
     assert not eager, eager
 
 

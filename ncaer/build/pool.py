@@ -124,8 +124,8 @@ def run_jobs(
         return
 
     ctx = mp.get_context("forkserver")
-    # forked workers then start with these modules (numpy, OpenCV, onnxruntime) already imported
-    ctx.set_forkserver_preload(["ncaer.build.clip"])
+    # forked workers then start with the work's module (for the build: numpy, OpenCV, onnxruntime) imported
+    ctx.set_forkserver_preload([work.__module__])
     pending: list[tuple[Any, tuple[str, ...]]] = [(job, ()) for job in reversed(jobs)]
     pool: list[_Worker] = []
     spawned = 0
