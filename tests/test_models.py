@@ -135,3 +135,9 @@ def test_model_options_are_checked_against_the_registry():
         check_model_options("glamor", {"depth": 50})
     with pytest.raises(KeyError, match="unknown model 'glamour'"):
         check_model_options("glamour", {})
+
+
+def test_the_registry_is_also_reachable_from_the_package_top():
+    import glamor_model
+
+    assert glamor_model.create_model is create_model and glamor_model.list_models is list_models
