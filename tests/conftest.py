@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -17,6 +18,15 @@ def box_iou(a, b) -> float:
     inter = iw * ih
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
+
+
+def pytest_configure(config):
+    """NCAER_TORCH_THREADS=N runs the suite with torch.set_num_threads(N): another thread count sums in another
+    order, as another CPU does, so the accuracy bars can be checked against it (docs/train.md#tests)."""
+    if os.environ.get("NCAER_TORCH_THREADS"):
+        import torch
+
+        torch.set_num_threads(int(os.environ["NCAER_TORCH_THREADS"]))
 
 
 @pytest.fixture(autouse=True)
