@@ -141,13 +141,30 @@ def test_a_run_resumes_after_its_data_moved_but_not_on_other_data(context_data, 
     import shutil
 
     from glamor_model.engine.loop import RunExists
+    from learnability import make_clip_dataset
+    from ncaer.dataset.manifest import read_manifest, write_manifest
 
     shutil.copytree(context_data, tmp_path / "here")
     train(small_config(tmp_path / "here", tmp_path / "r", cache, epochs=1))
     (tmp_path / "here").rename(tmp_path / "there")  # a moved project, or data staged at another scratch path
     assert train(small_config(tmp_path / "there", tmp_path / "r", cache, epochs=2), resume=True)["epoch"] == 1
-    with pytest.raises(RunExists, match="other training data"):
-        train(small_config(face_data, tmp_path / "r", cache, epochs=3), resume=True)
+
+    renamed = shutil.copytree(tmp_path / "there", tmp_path / "renamed")
+    for sub, ext in (("images", "png"), ("crop", "txt")):  # one training sample under another name, same order
+        (renamed / sub / "train" / "a" / f"0000.{ext}").rename(renamed / sub / "train" / "a" / f"0000b.{ext}")
+    frames = make_clip_dataset(tmp_path / "frames", {"train": 3, "val": 1}, frames=2)  # a manifest dataset
+    train(small_config(frames, tmp_path / "f", cache, epochs=1, model="context-none"))
+    relabelled = shutil.copytree(frames, tmp_path / "relabelled")
+    m = read_manifest(relabelled)
+    m.loc[0, ["label", "label_id"]] = ["b", 1]  # same sample, same box, another label
+    write_manifest(m, relabelled)
+    # other data is refused before anything is preprocessed: other boxes, a renamed sample, another label
+    fresh = str(tmp_path / "fresh-cache")
+    for data, run in ((face_data, "r"), (renamed, "r"), (relabelled, "f")):
+        with pytest.raises(RunExists, match="other training data"):
+            train(small_config(data, tmp_path / run, fresh, epochs=3, model="context-none" if run == "f" else "glamor"),
+                  resume=True)
+    assert not os.path.exists(fresh)
 
 
 def test_existing_run_needs_resume_or_overwrite(context_data, cache, tmp_path):

@@ -78,6 +78,30 @@ def evaluate_batches(model, batches: Batches, autocast_dtype=None) -> tuple[floa
     return total_loss / max(n, 1), correct / max(n, 1), extra
 
 
+def _identity(names, labels) -> str:
+    return hashlib.sha256(json.dumps([[str(n) for n in names], [int(y) for y in labels]]).encode()).hexdigest()[:16]
+
+
+def _sample_identity(samples: pd.DataFrame) -> str:
+    """The training samples, their labels and face boxes: what must not change when a run resumes."""
+    return _identity([f"{s} {b}" for s, b in zip(samples["sample_id"], samples["box"])], samples["label_id"])
+
+
+def _refuse_other_data(checkpoint: dict | None, config: TrainConfig, identity: str) -> None:
+    """On --resume the data may have moved, but must hold the same training samples: checked before any
+    preprocessing, so a wrong --data fails at once."""
+    if checkpoint is None:
+        return
+    if "data_identity" in checkpoint:
+        if checkpoint["data_identity"] != identity:
+            raise RunExists(f"--resume with other training data than the run was started with ({config.data} "
+                            "does not hold the same training samples, labels and face boxes)")
+    else:  # a run from before identities were kept: its data must be where it was
+        saved = TrainConfig.from_dict(checkpoint["config"]).with_absolute_paths()
+        if (saved.data, saved.boxes) != (config.data, config.boxes):
+            raise RunExists("--resume with other options than the run was started with: data")
+
+
 def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
           on_epoch: Callable[[dict], None] | None = None,
           on_step: Callable[[int, int, dict], None] | None = None) -> dict:
@@ -114,17 +138,22 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
     if family == "video":
         build = ensure_build(config.data, config.frames, cache_dir, config.workers)
         classes = read_dataset(build).classes
+        clips = pd.read_parquet(build / "manifest.parquet", columns=["split", "video_id", "label_id"])
+        clips = clips[clips["split"] == "train"].groupby("video_id", sort=True)["label_id"].first()
+        data_identity = _identity(clips.index, clips.to_numpy())
+        _refuse_other_data(checkpoint, config, data_identity)
         train_store = clip_store(build, "train", config.frames, prep, cache_dir)
         has_val = (pd.read_parquet(build / "manifest.parquet", columns=["split"])["split"] == config.val_split).any()
         val_store = clip_store(build, config.val_split, config.frames, prep, cache_dir) if has_val else None
         train_batches = ClipBatches(train_store, config.batch_size, True, rank=ddp.rank, world=ddp.world, **common)
         val_batches = ClipBatches(val_store, config.batch_size, False, **common) if val_store else None
         channels_last = False  # 5-D clips
-        train_names = train_store.video_ids
     elif family == "face-image":
         dataset = read_dataset(config.data, config.boxes)
         classes = dataset.classes
         train_samples = dataset.split("train")
+        data_identity = _sample_identity(train_samples)
+        _refuse_other_data(checkpoint, config, data_identity)
         train_store = image_store(train_samples, config.image_size, config.grayscale, cache_dir, config.workers)
         val_samples = dataset.split(config.val_split)
         val_store = (image_store(val_samples, config.image_size, config.grayscale, cache_dir, config.workers)
@@ -140,6 +169,8 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
         val_samples = dataset.split(config.val_split)
         if train_samples.empty:
             raise ValueError(f"{config.data} has no training samples")
+        data_identity = _sample_identity(train_samples)
+        _refuse_other_data(checkpoint, config, data_identity)
         train_store = cache_store(train_samples, prep, cache_dir, config.workers)
         val_store = cache_store(val_samples, prep, cache_dir, config.workers) if len(val_samples) else None
         on_device = config.data_on_device == "on" or (
@@ -148,17 +179,6 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
         train_batches = Batches(train_store, prep, config.batch_size, True, rank=ddp.rank, world=ddp.world,
                                 on_device=on_device, **common)
         val_batches = Batches(val_store, prep, config.batch_size * 2, False, **common) if val_store else None
-    if family != "video":  # a sample with another face box is another sample
-        train_names = [f"{sample} {box}" for sample, box in zip(train_samples["sample_id"], train_samples["box"])]
-    data_identity = hashlib.sha256(json.dumps([list(map(str, train_names)),
-                                               train_store.labels.tolist()]).encode()).hexdigest()[:16]
-    if checkpoint is not None:
-        if "data_identity" in checkpoint:  # the data may have moved, but must be the same samples and labels
-            if checkpoint["data_identity"] != data_identity:
-                raise RunExists(f"--resume with other training data than the run was started with "
-                                f"({config.data} does not hold the same training samples and labels)")
-        elif (saved.data, saved.boxes) != (config.data, config.boxes):  # a run from before identities were kept
-            raise RunExists("--resume with other options than the run was started with: data")
 
     torch.manual_seed(config.seed)
     model = create_model(config.model, num_classes=len(classes), **model_kwargs).to(device)
