@@ -8,10 +8,13 @@ imports under `if TYPE_CHECKING:` never run and are left out of the graph.
 
 import ast
 import functools
+import importlib
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("ncaer", "glamor_model")
@@ -26,9 +29,15 @@ def module_files(root: Path = ROOT) -> dict[str, Path]:
     return modules
 
 
+def is_type_checking(test: ast.expr) -> bool:
+    """`if TYPE_CHECKING:` or `if typing.TYPE_CHECKING:`: a block that never runs."""
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
 @functools.cache
 def top_level_names(path: Path) -> set[str]:
-    """Names a module binds at its top level (definitions, assignments, imports, also under if/try)."""
+    """Names a module binds at run time at its top level (definitions, assignments, imports, under if/try too)."""
     names: set[str] = set()
 
     def visit(body):
@@ -40,9 +49,10 @@ def top_level_names(path: Path) -> set[str]:
                     names.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
             elif isinstance(node, (ast.Import, ast.ImportFrom)):
                 names.update((a.asname or a.name).split(".")[0] for a in node.names)
-            elif isinstance(node, (ast.If, ast.Try)):
-                visit(node.body + node.orelse + getattr(node, "finalbody", []) +
-                      [n for h in getattr(node, "handlers", []) for n in h.body])
+            elif isinstance(node, ast.If):
+                visit(node.orelse if is_type_checking(node.test) else node.body + node.orelse)
+            elif isinstance(node, ast.Try):
+                visit(node.body + node.orelse + node.finalbody + [n for h in node.handlers for n in h.body])
 
     visit(ast.parse(path.read_text()).body)
     return names
@@ -71,7 +81,10 @@ def imports_of(module: str, path: Path, files: dict[str, Path]) -> list[Import]:
         if base not in files:
             return None
         names = top_level_names(files[base])
-        return base if name in (None, "*") or name in names or "__getattr__" in names else None
+        if name in (None, "*") or name in names:
+            return base
+        # a module-level __getattr__ hands out names on demand: ask the module itself
+        return base if "__getattr__" in names and hasattr(importlib.import_module(base), name) else None
 
     def visit(node, lazy: bool, runs: bool):
         pairs = []
@@ -90,7 +103,7 @@ def imports_of(module: str, path: Path, files: dict[str, Path]) -> list[Import]:
                 if target != module:
                     found.append(Import(base, target, text, node.lineno, lazy, runs))
         for child in ast.iter_child_nodes(node):
-            guarded = isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test) and child in node.body
+            guarded = isinstance(node, ast.If) and is_type_checking(node.test) and child in node.body
             visit(child, lazy or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)), runs and not guarded)
 
     visit(tree, False, True)
@@ -156,13 +169,28 @@ def test_the_graph_sees_relative_absolute_lazy_and_guarded_imports(tmp_path):
     (tmp_path / "ncaer" / "__init__.py").write_text("")
     (tmp_path / "ncaer" / "sub" / "__init__.py").write_text("")
     (tmp_path / "ncaer" / "sub" / "a.py").write_text(
-        "from typing import TYPE_CHECKING\nfrom . import b\nfrom .b import real, missing\nimport ncaer.sub.gone\n"
-        "if TYPE_CHECKING:\n    from ncaer.sub.b import real as again\n")
-    (tmp_path / "ncaer" / "sub" / "b.py").write_text("if True:\n    real = 1\n")
-    made_up = {(i.statement, i.target, i.runs) for i in import_graph(tmp_path)["ncaer.sub.a"]}
-    assert made_up == {("from . import b", "ncaer.sub.b", True), ("from .b import real", "ncaer.sub.b", True),
-                       ("from .b import missing", None, True), ("import ncaer.sub.gone", None, True),
-                       ("from ncaer.sub.b import real", "ncaer.sub.b", False)}
+        "from typing import TYPE_CHECKING\nfrom . import b\nfrom .b import real, missing, typed\n"
+        "import ncaer.sub.gone\n"
+        "if TYPE_CHECKING:\n    from ncaer.sub.b import real as again\n"
+        "if not TYPE_CHECKING:\n    from ncaer.sub.b import real as at_run_time\n")
+    (tmp_path / "ncaer" / "sub" / "b.py").write_text(
+        "from typing import TYPE_CHECKING\nif True:\n    real = 1\nif TYPE_CHECKING:\n    typed = 2\n")
+    made_up = [(i.statement, i.target, i.runs) for i in import_graph(tmp_path)["ncaer.sub.a"]]
+    assert sorted(made_up, key=str) == sorted([
+        ("from . import b", "ncaer.sub.b", True), ("from .b import real", "ncaer.sub.b", True),
+        ("from .b import missing", None, True), ("from .b import typed", None, True),  # typed: not at run time
+        ("import ncaer.sub.gone", None, True), ("from ncaer.sub.b import real", "ncaer.sub.b", False),
+        ("from ncaer.sub.b import real", "ncaer.sub.b", True)], key=str)
+
+
+def test_no_module_of_ours_is_ignored_by_git():
+    """A module git ignores is missing from every clean clone (a `build/` pattern once hid ncaer/build/)."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    # tracked files an ignore pattern matches (new ones beside them would be left out), and untracked ignored ones
+    command = ["git", "ls-files", "--cached", "--others", "--ignored", "--exclude-standard", "--", *PACKAGES, "tests"]
+    listed = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=True).stdout.split()
+    assert not [f for f in listed if f.endswith(".py")]
 
 
 def test_every_import_of_ours_resolves():
