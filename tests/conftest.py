@@ -23,10 +23,13 @@ def box_iou(a, b) -> float:
 def pytest_configure(config):
     """NCAER_TORCH_THREADS=N runs the suite with torch.set_num_threads(N): another thread count sums in another
     order, as another CPU does, so the accuracy bars can be checked against it (docs/train.md#tests)."""
-    if os.environ.get("NCAER_TORCH_THREADS"):
+    threads = os.environ.get("NCAER_TORCH_THREADS")
+    if threads:
+        if not threads.isdigit() or int(threads) < 1:
+            raise pytest.UsageError(f"NCAER_TORCH_THREADS must be a positive integer, not {threads!r}")
         import torch
 
-        torch.set_num_threads(int(os.environ["NCAER_TORCH_THREADS"]))
+        torch.set_num_threads(int(threads))
 
 
 @pytest.fixture(autouse=True)

@@ -88,5 +88,5 @@ def test_demo_refuses_a_folder_it_did_not_make(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "CAER").mkdir()  # a user's real corpus, say
     result = CliRunner().invoke(main, ["demo", "--out", str(tmp_path / "mine")])
-    assert result.exit_code == 1 and "did not make" in result.output
+    assert result.exit_code == 1 and "no .ncaer-demo mark" in result.output
     assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["CAER"]

@@ -123,9 +123,15 @@ def evaluate_run(run: str | Path, data: str | None = None, split: str = "test", 
 
 
 def _usable_cache(folder: str | None) -> str | None:
-    """The run's cache folder if it is still there and writable here: a run copied from another machine or
-    user may name one that is gone or not ours, and then the default folder serves."""
-    return folder if folder and os.path.isdir(folder) and os.access(folder, os.W_OK) else None
+    """The run's cache folder if it can be used here: an existing writable folder, or one that can be made
+    again (a cleaned scratch folder). A run copied from another machine or user may name one that is
+    neither, and then the default folder serves."""
+    if not folder:
+        return None
+    existing = Path(folder)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    return folder if existing.is_dir() and os.access(existing, os.W_OK) else None
 
 
 def _write_attention_maps(store, samples, attention, y_pred, classes, prep, folder: Path, n: int) -> None:
