@@ -87,9 +87,10 @@ def _sample_identity(samples: pd.DataFrame) -> str:
     return _identity([f"{s} {b}" for s, b in zip(samples["sample_id"], samples["box"])], samples["label_id"])
 
 
-def _refuse_other_data(checkpoint: dict | None, config: TrainConfig, identity: str) -> None:
+def _refuse_other_data(checkpoint: dict | None, saved: TrainConfig | None, config: TrainConfig,
+                       identity: str) -> None:
     """On --resume the data may have moved, but must hold the same training samples: checked before any
-    preprocessing, so a wrong --data fails at once."""
+    preprocessing, so a wrong --data fails at once. `saved` is the checkpoint's config."""
     if checkpoint is None:
         return
     if "data_identity" in checkpoint:
@@ -97,7 +98,6 @@ def _refuse_other_data(checkpoint: dict | None, config: TrainConfig, identity: s
             raise RunExists(f"--resume with other training data than the run was started with ({config.data} "
                             "does not hold the same training samples, labels and face boxes)")
     else:  # a run from before identities were kept: its data must be where it was
-        saved = TrainConfig.from_dict(checkpoint["config"]).with_absolute_paths()
         if (saved.data, saved.boxes) != (config.data, config.boxes):
             raise RunExists("--resume with other options than the run was started with: data")
 
@@ -120,8 +120,8 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
         out.mkdir(parents=True, exist_ok=True)
     checkpoint = torch.load(last_path, map_location="cpu", weights_only=False) if resume and last_path.exists() \
         else None
-    if checkpoint is not None:
-        saved = TrainConfig.from_dict(checkpoint["config"]).with_absolute_paths()
+    saved = TrainConfig.from_dict(checkpoint["config"]).with_absolute_paths() if checkpoint is not None else None
+    if saved is not None:
         changed = [k for k in saved.to_dict() if k not in TrainConfig.RESUMABLE
                    and saved.to_dict()[k] != config.to_dict()[k]]
         if changed:
@@ -138,12 +138,12 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
     if family == "video":
         build = ensure_build(config.data, config.frames, cache_dir, config.workers)
         classes = read_dataset(build).classes
-        clips = pd.read_parquet(build / "manifest.parquet", columns=["split", "video_id", "label_id"])
-        clips = clips[clips["split"] == "train"].groupby("video_id", sort=True)["label_id"].first()
+        rows = pd.read_parquet(build / "manifest.parquet", columns=["split", "video_id", "label_id"])
+        clips = rows[rows["split"] == "train"].groupby("video_id", sort=True)["label_id"].first()
         data_identity = _identity(clips.index, clips.to_numpy())
-        _refuse_other_data(checkpoint, config, data_identity)
+        _refuse_other_data(checkpoint, saved, config, data_identity)
         train_store = clip_store(build, "train", config.frames, prep, cache_dir)
-        has_val = (pd.read_parquet(build / "manifest.parquet", columns=["split"])["split"] == config.val_split).any()
+        has_val = (rows["split"] == config.val_split).any()
         val_store = clip_store(build, config.val_split, config.frames, prep, cache_dir) if has_val else None
         train_batches = ClipBatches(train_store, config.batch_size, True, rank=ddp.rank, world=ddp.world, **common)
         val_batches = ClipBatches(val_store, config.batch_size, False, **common) if val_store else None
@@ -153,7 +153,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
         classes = dataset.classes
         train_samples = dataset.split("train")
         data_identity = _sample_identity(train_samples)
-        _refuse_other_data(checkpoint, config, data_identity)
+        _refuse_other_data(checkpoint, saved, config, data_identity)
         train_store = image_store(train_samples, config.image_size, config.grayscale, cache_dir, config.workers)
         val_samples = dataset.split(config.val_split)
         val_store = (image_store(val_samples, config.image_size, config.grayscale, cache_dir, config.workers)
@@ -170,7 +170,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
         if train_samples.empty:
             raise ValueError(f"{config.data} has no training samples")
         data_identity = _sample_identity(train_samples)
-        _refuse_other_data(checkpoint, config, data_identity)
+        _refuse_other_data(checkpoint, saved, config, data_identity)
         train_store = cache_store(train_samples, prep, cache_dir, config.workers)
         val_store = cache_store(val_samples, prep, cache_dir, config.workers) if len(val_samples) else None
         on_device = config.data_on_device == "on" or (
