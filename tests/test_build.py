@@ -257,3 +257,29 @@ def test_csv_corpus(corpus, tmp_path):
     assert dict(zip(m["label"], m["label_id"])) == {"gloom": 0, "joy": 1}
     assert set(m["group"]) == {"s1", "s2", "s3"} and len(m) == 15  # 0011 shares s2 with train: removed
     assert (result.out / "images" / "test" / "joy").is_dir()
+
+
+def test_the_subject_is_the_person_the_clip_is_about_not_a_poster(photos, tmp_path):
+    """A 150 px subject who leaves the frame for the last fifth of the clip, and a small poster face on the
+    wall in every frame: the subject is chosen where visible, and where not, no face is masked (not the poster)."""
+    subject = Actor(photos[1], 150.0, (0.35, 0.5), (0.45, 0.5))
+    poster = Actor(photos[0], 50.0, (0.85, 0.2), (0.85, 0.2))
+    n = 60
+    with_subject, boxes = render_clip(n, actors=(poster, subject), seed=3)
+    without, _ = render_clip(n, actors=(poster,), seed=3)
+    gone = range(4 * n // 5, n)  # the subject is off screen for the last fifth
+    frames = [without[i] if i in gone else with_subject[i] for i in range(n)]
+    video = tmp_path / "videos" / "test" / "Happy" / "0001.mp4"
+    video.parent.mkdir(parents=True)
+    write_video(video, frames, codec="h264")
+    result = run_build(config(tmp_path / "videos", tmp_path / "out", pick="middle", workers=0))
+    m = result.manifest.sort_values("frame_index")
+    # both faces are found where both are on screen, the poster alone in the last fifth
+    assert list(m["n_faces"]) == [2, 2, 2, 2, 1]
+    for row in m.itertuples():
+        if row.frame_index in gone:
+            assert not row.has_face, "the poster was taken for the subject"
+        else:
+            poster_box, subject_box = boxes[row.frame_index]
+            found = (row.face_x1, row.face_y1, row.face_x2, row.face_y2)
+            assert box_iou(found, subject_box) > 0.5, f"frame {row.frame_index}: not the subject"

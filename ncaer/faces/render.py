@@ -8,6 +8,10 @@ import cv2
 import numpy as np
 
 MASK_MODES = ("box", "ellipse", "blur")
+# --mask blur shrinks the face to BLUR_PIXELS x BLUR_PIXELS, whatever its size, then scales
+# it back up: eyes and mouth merge into a few blobs. A blur scaled to the face (1/12 of
+# it, as before) left a 600 px face 50 px across, enough to read its expression.
+BLUR_PIXELS = 6
 
 
 def pixel_box(det: np.ndarray, width: int, height: int) -> tuple[int, int, int, int] | None:
@@ -52,9 +56,9 @@ def mask_face(frame: np.ndarray, box: tuple[int, int, int, int] | None, mode: st
         cv2.ellipse(mask, (((x2 - x1 - 1) / 2, (y2 - y1 - 1) / 2), (x2 - x1, y2 - y1), 0), 255, -1)
         out[y1:y2, x1:x2][mask > 0] = 0
     else:
-        # strong enough that expression and identity are gone, mild at the edges
         region = out[y1:y2, x1:x2]
-        small = cv2.resize(region, (max(1, (x2 - x1) // 12), max(1, (y2 - y1) // 12)), interpolation=cv2.INTER_AREA)
+        small = cv2.resize(region, (min(BLUR_PIXELS, x2 - x1), min(BLUR_PIXELS, y2 - y1)),
+                           interpolation=cv2.INTER_AREA)
         out[y1:y2, x1:x2] = cv2.resize(small, (x2 - x1, y2 - y1), interpolation=cv2.INTER_LINEAR)
     return out
 
