@@ -162,6 +162,8 @@ def bad_corpus(tmp_path_factory, photos):
     frames, _ = render_clip(12, size=(301, 177), actors=(Actor(photos[1], 60, (.5, .5), (.5, .5)),))
     write_video(happy / "odd_size.avi", frames, codec="mjpeg")
     write_video(happy / "tiny.avi", [np.full((8, 8, 3), 100, np.uint8)] * 8, codec="mjpeg")
+    with open(os.fsencode(happy) + b"/caf\xe9.avi", "wb") as f:  # a Latin-1 file name: not UTF-8
+        f.write(good)
     return root
 
 
@@ -173,6 +175,7 @@ def test_bad_inputs_are_reported_and_the_build_goes_on(bad_corpus, tmp_path):
         rows = by_file[f"train/Happy/{name}.{'mp4' if name == 'text' else 'avi'}"]
         assert (rows["outcome"] == "skipped").all() and rows["reason"].str.len().min() > 5
     assert "unreadable" in by_file["train/Happy/unreadable.avi"]["reason"].iloc[0]
+    assert "not valid UTF-8" in by_file["train/Happy/caf\\xe9.avi"]["reason"].iloc[0]
     assert "frames too small" in " ".join(by_file["train/Happy/tiny.avi"]["reason"])
     one = by_file["train/Happy/one_frame.avi"]
     assert (one["outcome"] == "used").all() and "only 1 frame" in one["reason"].iloc[0]

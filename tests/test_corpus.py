@@ -73,11 +73,10 @@ def test_csv_listing(tmp_path):
     assert corpus.classes == ("anger", "fear", "joy")
     assert [(c.rel_path, c.label, c.split, c.group) for c in corpus.clips] == [
         ("clips/a.mp4", "joy", "train", "show1"),
-        ("clips/b.avi", "anger", "val", "show2"),
-        ("clips/b.avi", "fear", "test", "show2"),
     ]
+    conflict = "listed with conflicting label/split/group: anger/val/show2 (line 3), fear/test/show2 (line 6)"
     reasons = sorted(r.reason for r in corpus.rejected)
-    assert reasons == ["file not found", "unknown split 'holdout'"]
+    assert reasons == ["file not found", conflict, conflict, "unknown split 'holdout'"]
 
 
 def test_csv_without_required_columns(tmp_path):
@@ -106,3 +105,89 @@ def test_clip_names_are_unique_within_split_and_class():
     assert names["c/1.avi"] == "1"
     assert names["a/1.avi"] != names["b/1.avi"] and names["a/1.avi"].startswith("1-")
     assert " " not in names["c/my clip.avi"]
+
+
+def test_csv_duplicate_rows_are_reported_by_line_and_listed_once(tmp_path):
+    touch(tmp_path, "v/a.mp4")
+    touch(tmp_path, "v/b.mp4")
+    (tmp_path / "list.csv").write_text("path,label,split\nv/a.mp4,Happy,train\nv/b.mp4,Sad,test\n"
+                                       "./v/a.mp4,happy,train\n")
+    corpus = scan(tmp_path / "list.csv")
+    assert sorted(c.rel_path for c in corpus.clips) == ["v/a.mp4", "v/b.mp4"]
+    assert [(r.path, r.reason) for r in corpus.rejected] == [("v/a.mp4 (line 4)", "duplicate of line 2")]
+
+
+def test_csv_path_with_two_labels_is_skipped_and_both_lines_reported(tmp_path):
+    touch(tmp_path, "v/a.mp4")
+    touch(tmp_path, "v/b.mp4")
+    (tmp_path / "list.csv").write_text("path,label,split\nv/a.mp4,Happy,train\nv/b.mp4,Sad,test\n"
+                                       "v/a.mp4,Sad,train\nv/b.mp4,Sad,val\n")
+    corpus = scan(tmp_path / "list.csv")
+    assert corpus.clips == []
+    reasons = {r.path: r.reason for r in corpus.rejected}
+    assert reasons == {
+        "v/a.mp4 (line 2)": "listed with conflicting label/split: Happy/train (line 2), Sad/train (line 4)",
+        "v/a.mp4 (line 4)": "listed with conflicting label/split: Happy/train (line 2), Sad/train (line 4)",
+        "v/b.mp4 (line 3)": "listed with conflicting label/split: Sad/test (line 3), Sad/val (line 5)",
+        "v/b.mp4 (line 5)": "listed with conflicting label/split: Sad/test (line 3), Sad/val (line 5)",
+    }
+
+
+def test_a_file_name_that_is_not_utf8_is_reported_and_the_rest_is_scanned(tmp_path):
+    import os
+
+    touch(tmp_path, "train/Happy/0001.avi")
+    bad = os.path.join(os.fsencode(tmp_path), b"train", b"Happy", b"clip-\xe9t\xe9.avi")
+    with open(bad, "wb") as f:
+        f.write(b"x")
+    corpus = scan(tmp_path)
+    assert [c.rel_path for c in corpus.clips] == ["train/Happy/0001.avi"]
+    [rejected] = corpus.rejected
+    assert rejected.path == "train/Happy/clip-\\xe9t\\xe9.avi"
+    assert rejected.reason == "file name is not valid UTF-8; rename it"
+    rejected.path.encode("utf-8")  # printable and writable to failures.csv
+
+
+def _scan_error_as_unprivileged(root) -> str:
+    """scan(root)'s CorpusError message, in a forked child that drops root (whom chmod does not stop)."""
+    import os
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: no exec, so the interpreter's own location need not be readable
+        message = "no error"
+        try:
+            if os.geteuid() == 0:
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+            scan(root)
+        except CorpusError as e:
+            message = str(e)
+        except BaseException as e:  # noqa: BLE001 - reported to the parent
+            message = f"{type(e).__name__}: {e}"
+        os.write(write, message.encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as f:
+        message = f.read()
+    os.waitpid(pid, 0)
+    return message
+
+
+def test_an_unreadable_class_folder_is_a_clear_error():
+    """A real permission denial. Path.rglob skips an unreadable folder in silence: the class went missing."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    root = Path(tempfile.mkdtemp())  # outside pytest's root-only temp folder, so another user can reach it
+    try:
+        root.chmod(0o755)
+        touch(root, "train/Happy/0001.avi")
+        touch(root, "train/Sad/0001.avi")
+        (root / "train" / "Sad").chmod(0)
+        assert _scan_error_as_unprivileged(root) == f"cannot read {root}/train/Sad: Permission denied"
+    finally:
+        (root / "train" / "Sad").chmod(0o755)
+        shutil.rmtree(root)

@@ -3,14 +3,17 @@
 Two inputs are understood: the CAER folder layout
 ``ROOT/{train,validation,test}/{Class}/*.avi`` and, for other corpora, a CSV with
 columns ``path,label,split[,group]``. Anything that cannot be used (junk files,
-unknown class folders, non-video files, missing paths) becomes a `Rejected`
-entry: reported, never fatal.
+unknown class folders, non-video files, missing paths, file names that are not
+UTF-8, CSV rows repeating or contradicting another) becomes a `Rejected` entry:
+reported, never fatal (`--strict` makes it fatal). A folder that cannot be read is
+a `CorpusError`: a listing with a class silently missing is not a corpus.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +78,38 @@ def _is_junk(path: Path) -> bool:
     return path.name.lower() in JUNK_NAMES or path.name.startswith("._")
 
 
+def _printable(path: str) -> str:
+    """A path as UTF-8 text: bytes that are not UTF-8 (kept by Python as surrogates) shown as \\xNN."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _is_utf8(name: str) -> bool:
+    # manifests, journals and reports are UTF-8: a name that cannot be written there cannot be a sample
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+NOT_UTF8 = "file name is not valid UTF-8; rename it"
+
+
+def _listdir(folder: Path) -> list[Path]:
+    try:
+        return sorted(folder.iterdir())
+    except OSError as e:
+        raise CorpusError(f"cannot read {_printable(str(folder))}: {e.strerror or e}") from e
+
+
+def _files_under(folder: Path) -> list[Path]:
+    """Every file below `folder`, sorted. Path.rglob skips unreadable folders in silence; os.walk is told to raise."""
+    def fail(e: OSError):
+        raise CorpusError(f"cannot read {_printable(e.filename or str(folder))}: {e.strerror or e}") from e
+
+    return sorted(Path(d) / f for d, _, files in os.walk(folder, onerror=fail) for f in files)
+
+
 def scan(videos: str | Path, classes: tuple[str, ...] | None = None) -> Corpus:
     """Scan a CAER-layout folder or a CSV listing; raise CorpusError if it is neither."""
     videos = Path(videos)
@@ -91,12 +126,12 @@ def _scan_folders(root: Path, classes: tuple[str, ...]) -> Corpus:
     corpus = Corpus(root=str(root.resolve()), kind="folders", classes=tuple(classes))
     lookup = _class_lookup(corpus.classes)
     split_dirs = []
-    for entry in sorted(root.iterdir()):
+    for entry in _listdir(root):
         split = canonical_split(entry.name) if entry.is_dir() else None
         if split is None:
             if not _is_junk(entry):
                 corpus.rejected.append(
-                    Rejected(entry.name, "not a split folder (expected train, val/validation, test)"))
+                    Rejected(_printable(entry.name), "not a split folder (expected train, val/validation, test)"))
             continue
         split_dirs.append((split, entry))
     seen_splits = [s for s, _ in split_dirs]
@@ -109,8 +144,8 @@ def _scan_folders(root: Path, classes: tuple[str, ...]) -> Corpus:
 
     found_class_dir = False
     for split, split_dir in split_dirs:
-        for class_dir in sorted(split_dir.iterdir()):
-            rel = class_dir.relative_to(root).as_posix()
+        for class_dir in _listdir(split_dir):
+            rel = _printable(class_dir.relative_to(root).as_posix())
             if _is_junk(class_dir):
                 continue
             if not class_dir.is_dir():
@@ -121,11 +156,11 @@ def _scan_folders(root: Path, classes: tuple[str, ...]) -> Corpus:
                 corpus.rejected.append(Rejected(rel, f"unknown class folder (classes: {', '.join(classes)})", split))
                 continue
             found_class_dir = True
-            for path in sorted(class_dir.rglob("*")):
-                if path.is_dir():
-                    continue
+            for path in _files_under(class_dir):
                 rel = path.relative_to(root).as_posix()
-                if _is_junk(path):
+                if not _is_utf8(rel):
+                    corpus.rejected.append(Rejected(_printable(rel), NOT_UTF8, split, label))
+                elif _is_junk(path):
                     corpus.rejected.append(Rejected(rel, "junk file", split, label))
                 elif path.suffix.lower() not in VIDEO_EXTENSIONS:
                     corpus.rejected.append(Rejected(rel, "not a video file (extension)", split, label))
@@ -154,6 +189,7 @@ def _scan_csv(path: Path, classes: tuple[str, ...] | None) -> Corpus:
             classes = tuple(sorted(labels, key=str.lower))
     corpus = Corpus(root=str(base), kind="csv", classes=tuple(classes))
     lookup = _class_lookup(corpus.classes)
+    listed: dict[str, list[tuple[int, Clip, dict]]] = {}  # usable rows per file, to find repeats
     for line_no, row in enumerate(rows, start=2):
         raw = row["path"]
         where = f"{raw or '(empty path)'} (line {line_no})"
@@ -164,7 +200,9 @@ def _scan_csv(path: Path, classes: tuple[str, ...] | None) -> Corpus:
             continue
         file = Path(raw) if Path(raw).is_absolute() else base / raw
         rel = _relative_id(file, base)
-        if split is None:
+        if not _is_utf8(rel):  # the listing is UTF-8, but a symlink on the way may not be
+            corpus.rejected.append(Rejected(f"{_printable(rel)} (line {line_no})", NOT_UTF8))
+        elif split is None:
             corpus.rejected.append(Rejected(rel, f"unknown split {row['split']!r}"))
         elif label is None:
             corpus.rejected.append(Rejected(rel, f"unknown class {row['label']!r}", split))
@@ -173,8 +211,24 @@ def _scan_csv(path: Path, classes: tuple[str, ...] | None) -> Corpus:
         elif file.suffix.lower() not in VIDEO_EXTENSIONS:
             corpus.rejected.append(Rejected(rel, "not a video file (extension)", split, label))
         else:
-            corpus.clips.append(Clip(str(file.resolve()), rel, split, label, row.get("group", "")))
+            clip = Clip(str(file.resolve()), rel, split, label, row.get("group", ""))
+            listed.setdefault(rel, []).append((line_no, clip, row))
+    # A file listed twice: an exact repeat is harmless (kept once, the repeat reported); a file listed with two
+    # labels, splits or groups has no known label, so all its rows are skipped and reported. Skip-and-report,
+    # as for every other bad row, so one slip does not stop a long listing; --strict makes it fatal.
+    for rel, entries in listed.items():
+        line_no, clip, row = entries[0]
+        if len({(c.label, c.split, c.group) for _, c, _ in entries}) == 1:
+            corpus.clips.append(clip)
             corpus.csv_columns[rel] = row
+            corpus.rejected.extend(Rejected(f"{rel} (line {n})", f"duplicate of line {line_no}", c.split, c.label)
+                                   for n, c, _ in entries[1:])
+            continue
+        listing = ", ".join(f"{'/'.join(filter(None, (c.label, c.split, c.group)))} (line {n})"
+                            for n, c, _ in entries)
+        kind = "label/split/group" if any(c.group for _, c, _ in entries) else "label/split"
+        corpus.rejected.extend(Rejected(f"{rel} (line {n})", f"listed with conflicting {kind}: {listing}")
+                               for n, _, _ in entries)
     if not corpus.clips and not corpus.rejected:
         raise CorpusError(f"{path} lists no videos; {EXPECTED_LAYOUT}")
     return corpus
