@@ -1,11 +1,15 @@
 """One clip, start to finish: decode the sampled frames, detect faces, write the files.
 
 This runs inside a worker process. It returns manifest rows and the problems met,
-and never raises for a bad file: the build records the reason and goes on.
+and never raises for a bad file: the build records the reason and goes on. Failures
+of the machine rather than the file are marked so that they are not recorded as
+final: `retry` (out of memory: the next run tries again) and `stop` (the output
+cannot be written, e.g. a full disk: the build stops, and the rerun redoes the clip).
 """
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import time
@@ -48,6 +52,8 @@ class ClipResult:
     frames_decoded: int = 0
     no_face: int = 0
     seconds: dict[str, float] = field(default_factory=lambda: {"decode": 0.0, "detect": 0.0, "write": 0.0})
+    retry: str = ""  # why the machine, not the file, failed this clip: not final, the next run retries it
+    stop: str = ""  # why the output cannot be written: the build must stop
 
 
 class WorkerState:
@@ -96,6 +102,8 @@ def process_clip(state: WorkerState, job: ClipJob, report: Report = lambda event
             result.problems.append(f"{decoder}: out of memory")
     result.seconds["decode"] = time.perf_counter() - t0
     if decoded is None:
+        if any(p.endswith(": out of memory") for p in result.problems):
+            result.retry = "out of memory"
         return result
     info, picks, frames = decoded.info, decoded.picks, decoded.frames
     n_segments = min(cfg.segments, info.n_frames)
@@ -124,7 +132,15 @@ def process_clip(state: WorkerState, job: ClipJob, report: Report = lambda event
             result.no_face += 1
             if cfg.no_face == "drop":
                 continue
-        row = _write_sample(state, job, pick, frame, box, det)
+        try:
+            row = _write_sample(state, job, pick, frame, box, det)
+        except OSError as e:
+            if e.errno == errno.ENAMETOOLONG:  # the clip's own name is at fault: final
+                result.problems.append(f"cannot write its files: {e.strerror}")
+            else:  # the output folder is at fault (full disk, read-only, tmp gone): stop; the rerun redoes the clip
+                result.stop = f"cannot write {e.filename or 'to the output'}: {e.strerror or e}"
+            result.rows = []
+            return result
         row.update(n_segments=n_segments, n_frames=info.n_frames, fps=round(info.fps, 4), n_faces=len(frame_dets),
                    decoder=result.decoder)
         result.rows.append(row)

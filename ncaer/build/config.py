@@ -6,6 +6,8 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, fields
 
+import ncaer
+
 
 @dataclass(frozen=True)
 class BuildConfig:
@@ -50,7 +52,10 @@ class BuildConfig:
         return d
 
     def fingerprint(self) -> str:
-        """Hash of the options that decide the dataset's content (resume refuses a mismatch)."""
+        """Hash of what decides the dataset's content: the options and the ncaer version (resume refuses a
+        mismatch). The execution provider, which also moves boxes (TensorRT runs fp16), is known only once a
+        worker has started; the build journal records and checks it."""
         content = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.RUNTIME_ONLY}
         content["classes"] = list(self.classes) if self.classes else None
+        content["ncaer_version"] = ncaer.__version__
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,7 +1,12 @@
 """`ncaer build`: scan -> plan -> (decode -> detect -> write) per clip -> manifest.
 
 Resumable (see `journal`); files are written through OUT/.ncaer/tmp and renamed, so
-no half-written file is ever visible.
+no half-written file is ever visible. What failed is final when the file caused it
+(corrupt, undecodable, no face) and is journaled; when the machine caused it (a
+decoder past its deadline, a worker killed for memory, out of memory) the clip is
+left out of the journal and reported as `retry`, so the next run tries it again; when
+the output cannot be written (a full disk) the build stops at once, keeping every
+finished clip, and a rerun after space is freed ends as an uninterrupted build.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from ncaer.dataset.manifest import to_frame, write_manifest
 
 from .clip import init_worker, process_clip
 from .config import BuildConfig
-from .journal import STATE_DIR, BuildError, json_line, load_journal, prepare_out, record_of
+from .journal import STATE_DIR, BuildError, BuildLock, Journal, check_out, check_provider, prepare_out, record_of
 from .plan import Plan, plan_build
 from .pool import run_jobs
 from .units import verify_disjoint
@@ -44,10 +49,13 @@ class BuildResult:
     worker_info: dict = field(default_factory=dict)
 
 
-def _failures(plan: Plan, records: list[dict]) -> pd.DataFrame:
+def _failures(plan: Plan, records: list[dict], retry: dict[str, list[str]]) -> pd.DataFrame:
     rows = [(r.path, r.split, r.label, "scan", r.reason, "skipped") for r in plan.rejected]
     rows += [(c.clip.rel_path, c.clip.split, c.clip.label, "split", c.reason, "skipped") for c in plan.conflicts]
     by_key = {j.clip.rel_path: j.clip for j in plan.jobs}
+    for key, problems in retry.items():
+        clip = by_key[key]
+        rows += [(clip.rel_path, clip.split, clip.label, "clip", problem, "retry") for problem in problems]
     for rec in records:
         clip = by_key[rec["key"]]
         for problem in rec["problems"]:
@@ -82,33 +90,56 @@ def run_build(
         fatal = [r for r in plan.rejected if r.reason not in ("junk file",)]
         if fatal:
             raise BuildError(f"--strict: {len(fatal)} unusable input(s), first: {fatal[0].path}: {fatal[0].reason}")
+    out = Path(config.out)
+    check_out(out, overwrite)
+    with BuildLock(out):
+        try:
+            return _locked_build(config, overwrite, plan, on_progress, started)
+        except OSError as e:  # the output folder itself, in this process (journal, manifest...)
+            raise BuildError(f"cannot write {e.filename or out}: {e.strerror or e}. Fix it (free space...) and "
+                             "run the same command again: finished clips are kept") from e
+
+
+def _locked_build(config: BuildConfig, overwrite: bool, plan: Plan, on_progress, started: float) -> BuildResult:
     out = prepare_out(config, overwrite)
-    journal = load_journal(out)
+    journal = Journal(out)
     wanted = {j.clip.rel_path for j in plan.jobs}
-    todo = [j for j in plan.jobs if j.clip.rel_path not in journal]
+    todo = [j for j in plan.jobs if j.clip.rel_path not in journal.records]
     resumed = len(wanted) - len(todo)
     worker_info: dict = {}
+    retry: dict[str, list[str]] = {}  # clips the machine failed: reported, not journaled
     stage_seconds = Counter()
     frames_this_run = 0
     progress = {"done": resumed, "total": len(plan.jobs), "frames": 0, "failed": 0}
     if on_progress:
         on_progress(progress)
 
+    def on_ready(info):
+        worker_info.update(info or {})
+        if info and info.get("provider"):
+            check_provider(out, info["provider"])
+
     jobs_started = time.time()
-    with open(out / STATE_DIR / "journal.jsonl", "a", encoding="utf-8") as jf:
+    with journal:
         outcomes = run_jobs(todo, config.workers, init_worker, (config, str(out / STATE_DIR / "tmp")), process_clip,
-                            timeout=config.timeout, on_ready=lambda info: worker_info.update(info or {}),
-                            log_dir=str(out / STATE_DIR))
+                            timeout=config.timeout, on_ready=on_ready, log_dir=str(out / STATE_DIR))
         for outcome in outcomes:
+            res = outcome.result
             record = record_of(outcome)
-            jf.write(json_line(record))
-            jf.flush()
-            journal[record["key"]] = record
-            stage_seconds.update(record["seconds"])
-            frames_this_run += len(record["rows"])
+            if res is not None and res.stop:
+                outcomes.close()
+                raise BuildError(f"{res.stop}. The build stopped; {len(journal.records)} finished clips are kept. "
+                                 "Free space (or fix the output folder) and run the same command again")
             progress["done"] += 1
-            progress["frames"] = frames_this_run
-            progress["failed"] += 0 if record["used"] else 1
+            if outcome.retry or (res is not None and res.retry):
+                retry[record["key"]] = record["problems"]
+                progress["failed"] += 1
+            else:
+                journal.add(record)
+                stage_seconds.update(record["seconds"])
+                frames_this_run += len(record["rows"])
+                progress["frames"] = frames_this_run
+                progress["failed"] += 0 if record["used"] else 1
             if on_progress:
                 on_progress(progress)
             if config.strict and not record["used"]:
@@ -116,12 +147,14 @@ def run_build(
                 raise BuildError(f"--strict: {record['key']}: {'; '.join(record['problems'])}")
     jobs_seconds = time.time() - jobs_started
 
-    records = [journal[j.clip.rel_path] for j in plan.jobs]
+    records = [journal.records[j.clip.rel_path] for j in plan.jobs if j.clip.rel_path in journal.records]
     manifest = to_frame([row for rec in records for row in rec["rows"]])
     if manifest.empty:
-        raise BuildError(f"no sample was produced from {len(records)} clip(s); see {out / STATE_DIR / 'journal.jsonl'}")
+        raise BuildError(f"no sample was produced from {len(plan.jobs)} clip(s); see {out / 'failures.csv'}"
+                         if not retry else f"no sample was produced; {len(retry)} clip(s) failed for reasons of "
+                         "the machine (timeouts, memory) and are retried by running the same command again")
     verify_disjoint(manifest)
-    failures = _failures(plan, records)
+    failures = _failures(plan, records, retry)
     write_manifest(manifest, out)
     write_csv(failures, out / "failures.csv")
 
@@ -141,6 +174,7 @@ def run_build(
             "clips_planned": len(plan.jobs),
             "clips_used": sum(r["used"] for r in records),
             "clips_failed": sum(not r["used"] for r in records),
+            "clips_to_retry": len(retry),
             "clips_resumed": resumed,
             "clips_left_out_by_limit": plan.limited_out,
             "inputs_rejected": len(plan.rejected),
@@ -161,6 +195,7 @@ def run_build(
             "worker_seconds": {k: round(v, 3) for k, v in stage_seconds.items()},
         },
         "disjointness": "verified: every video_id and group lies in one split",
+        "journal_repairs": journal.repairs,
     }
     write_text(json.dumps(summary, indent=2) + "\n", out / "build.json")
     shutil.rmtree(out / STATE_DIR / "tmp", ignore_errors=True)

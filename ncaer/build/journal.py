@@ -1,18 +1,33 @@
-"""The output folder's private state: the configuration it was built with, and the journal
-of finished clips that makes a build resumable.
+"""The output folder's private state: a lock, the configuration it was built with, and the
+journal of finished clips that makes a build resumable.
 
-Each finished clip is appended to OUT/.ncaer/journal.jsonl after its files are in
-place. A rerun skips journaled clips and rebuilds the manifest from the journal, so
-an interrupted build ends exactly like an uninterrupted one.
+- One build at a time: OUT/.ncaer/lock is held (flock) for the whole build, so a
+  second build on the same folder is refused instead of deleting the first one's
+  temporary files.
+- Each finished clip is a line of OUT/.ncaer/journal.jsonl, written only after its
+  files are durable: finished clips are committed in groups, about once a second,
+  by syncing the output's filesystem, then appending their lines and syncing the
+  journal. A crash loses at most the last second of work, which the rerun redoes.
+- A rerun skips journaled clips and rebuilds the manifest from the journal, so an
+  interrupted build ends exactly like an uninterrupted one. A torn last line (a
+  crash mid-write) is cut off before anything is appended; an unreadable line is
+  skipped and reported, and its clip redone.
 """
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
 import json
 import math
+import os
 import shutil
+import socket
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 
+import ncaer
 from ncaer.atomic import write_text
 
 from .clip import ClipJob, ClipResult
@@ -20,58 +35,178 @@ from .config import BuildConfig
 from .pool import Outcome
 
 STATE_DIR = ".ncaer"
+LOCK = "lock"
 OUTPUT_ITEMS = ("images", "crop", "faces", "context", "manifest.parquet", "manifest.csv", "build.json",
                 "failures.csv", STATE_DIR)
+COMMIT_EVERY_S = 1.0
 
 
 class BuildError(RuntimeError):
-    """The build cannot start or must stop (bad output folder, --strict failure...)."""
+    """The build cannot start or must stop (bad output folder, --strict failure, full disk...)."""
+
+
+def check_out(out: Path, overwrite: bool) -> None:
+    """Refuse, before writing anything, a non-empty folder that holds no ncaer build."""
+    if out.exists() and not out.is_dir():
+        raise BuildError(f"{out} is a file; --out must be a folder")
+    if (out.exists() and any(out.iterdir()) and not overwrite
+            and not (out / STATE_DIR / "config.json").is_file()):
+        raise BuildError(f"{out} is not empty and holds no ncaer build; choose another --out or pass --overwrite")
+
+
+class BuildLock:
+    """An exclusive lock on OUT for the length of a build (released by the OS if the process dies)."""
+
+    def __init__(self, out: Path):
+        self.path = out / STATE_DIR / LOCK
+        self._fd: int | None = None
+
+    def __enter__(self) -> BuildLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise BuildError(f"another ncaer build is writing to {self.path.parent.parent} ({holder}); "
+                             "wait for it to finish, or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since "
+                     f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}\n".encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing releases the flock
+            self._fd = None
 
 
 def prepare_out(config: BuildConfig, overwrite: bool) -> Path:
-    """Create or reopen OUT; refuse to mix builds of different configurations."""
+    """Create or reopen OUT (its lock held); refuse to mix builds of different configurations."""
     out = Path(config.out)
     state = out / STATE_DIR
     saved = state / "config.json"
-    if out.exists() and any(out.iterdir()):
-        if overwrite:
-            for item in OUTPUT_ITEMS:
-                p = out / item
-                if p.is_dir():
-                    shutil.rmtree(p)
-                elif p.exists():
-                    p.unlink()
-        elif not saved.is_file():
-            raise BuildError(f"{out} is not empty and holds no ncaer build; choose another --out or pass --overwrite")
-        else:
-            previous = json.loads(saved.read_text())
-            if previous.get("fingerprint") != config.fingerprint():
-                changed = [k for k, v in config.to_dict().items()
-                           if k not in BuildConfig.RUNTIME_ONLY and previous["config"].get(k) != v]
-                raise BuildError(
-                    f"{out} holds a build made with other options ({', '.join(changed) or 'unknown'} differ); "
-                    "use another --out, the same options to resume, or --overwrite to start again"
-                )
+    if overwrite:
+        for item in OUTPUT_ITEMS:
+            p = out / item
+            if item == STATE_DIR and p.is_dir():  # all but the lock this build holds
+                for q in p.iterdir():
+                    if q.name != LOCK:
+                        shutil.rmtree(q) if q.is_dir() else q.unlink()
+            elif p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+    elif saved.is_file():
+        previous = json.loads(saved.read_text())
+        if previous.get("fingerprint") != config.fingerprint():
+            changed = [k for k, v in config.to_dict().items()
+                       if k not in BuildConfig.RUNTIME_ONLY and previous["config"].get(k) != v]
+            if previous.get("ncaer_version") != ncaer.__version__:
+                changed.append(f"ncaer version {previous.get('ncaer_version', 'unknown')} -> {ncaer.__version__}")
+            raise BuildError(
+                f"{out} holds a build made with other options ({', '.join(changed) or 'unknown'} differ); "
+                "use another --out, the same options to resume, or --overwrite to start again"
+            )
     state.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(state / "tmp", ignore_errors=True)  # leftovers of a killed run
+    shutil.rmtree(state / "tmp", ignore_errors=True)  # leftovers of a killed run (no other build: we hold the lock)
     (state / "tmp").mkdir()
-    write_text(json.dumps({"fingerprint": config.fingerprint(), "config": config.to_dict()}, indent=2), saved)
+    if overwrite or not saved.is_file():
+        saved_config = {"fingerprint": config.fingerprint(), "ncaer_version": ncaer.__version__,
+                        "config": config.to_dict()}
+        write_text(json.dumps(saved_config, indent=2), saved)
     return out
 
 
-def load_journal(out: Path) -> dict[str, dict]:
-    """Finished clips by key; a torn last line (killed mid-write) is ignored and redone."""
-    path = out / STATE_DIR / "journal.jsonl"
-    done = {}
-    if path.is_file():
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                done[record["key"]] = record
-    return done
+def check_provider(out: Path, provider: str) -> None:
+    """Record the execution provider that detects this build's faces, or refuse one that differs from it.
+
+    Providers do not give identical boxes (TensorRT runs in fp16), so a build resumed on another kind of
+    machine would mix two detectors' outputs in one dataset."""
+    saved = out / STATE_DIR / "config.json"
+    state = json.loads(saved.read_text())
+    recorded = state.get("provider")
+    if recorded is None:
+        write_text(json.dumps(dict(state, provider=provider), indent=2), saved)
+    elif recorded != provider:
+        raise BuildError(f"{out}'s faces so far were detected with {recorded}; this run would use {provider}, "
+                         "whose boxes differ slightly. Resume on the same kind of machine (or --device), "
+                         "or pass --overwrite to start again")
+
+
+def _sync_filesystem(fd: int) -> None:
+    """Make every file written to fd's filesystem durable (syncfs on Linux, else a global sync)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.syncfs(fd) == 0:
+            return
+    except (OSError, AttributeError):
+        pass
+    os.sync()
+
+
+class Journal:
+    """OUT/.ncaer/journal.jsonl: finished clips by key, read (and repaired) on open, appended in groups."""
+
+    def __init__(self, out: Path):
+        self.path = out / STATE_DIR / "journal.jsonl"
+        self.records: dict[str, dict] = {}
+        self.repairs: list[str] = []  # what was wrong with the journal found, for the build report
+        self._pending: list[dict] = []
+        self._last_commit = time.monotonic()
+        self._file = None
+        self._load()
+
+    def _load(self) -> None:
+        if not self.path.is_file():
+            return
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            # a torn last line: cut it off now, or the next record would be glued onto it
+            keep = data.rfind(b"\n") + 1
+            os.truncate(self.path, keep)
+            data = data[:keep]
+            self.repairs.append("journal: the last record was torn (the build was killed while writing it); "
+                                "its clip is redone")
+        for n, line in enumerate(data.splitlines(), start=1):
+            try:
+                record = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                record = None
+            if not isinstance(record, dict) or not isinstance(record.get("key"), str):
+                self.repairs.append(f"journal line {n}: not a clip record (skipped; the clip is redone)")
+                continue
+            self.records[record["key"]] = record
+
+    def __enter__(self) -> Journal:
+        self._file = open(self.path, "ab")
+        return self
+
+    def add(self, record: dict) -> None:
+        """Take a finished clip's record; it reaches the journal at the next commit."""
+        self.records[record["key"]] = record
+        self._pending.append(record)
+        if time.monotonic() - self._last_commit >= COMMIT_EVERY_S:
+            self.commit()
+
+    def commit(self) -> None:
+        """Sync the clips' files, then append and sync their records."""
+        self._last_commit = time.monotonic()
+        if not self._pending:
+            return
+        _sync_filesystem(self._file.fileno())
+        self._file.write("".join(json_line(r) for r in self._pending).encode())
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._pending.clear()
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self.commit()  # finished clips are kept even when the build stops on an error or Ctrl-C
+        finally:
+            self._file.close()
 
 
 def record_of(outcome: Outcome) -> dict:
