@@ -339,3 +339,63 @@ def test_the_subject_is_the_person_the_clip_is_about_not_a_poster(photos, tmp_pa
             poster_box, subject_box = boxes[row.frame_index]
             found = (row.face_x1, row.face_y1, row.face_x2, row.face_y2)
             assert box_iou(found, subject_box) > 0.5, f"frame {row.frame_index}: not the subject"
+
+
+def _mount_tmpfs(path: Path, size: int) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        return False
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True).returncode == 0
+
+
+def _disk_usage(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def test_a_full_disk_stops_the_build_and_the_rerun_after_freeing_space_ends_as_an_uninterrupted_one(
+        corpus, reference, tmp_path):
+    """On a real full filesystem (a tmpfs a little over half the dataset's size), with worker processes."""
+    disk = tmp_path / "disk"
+    if not _mount_tmpfs(disk, _disk_usage(reference.out) // 2):
+        pytest.skip("needs root and tmpfs to make a small filesystem (the next test injects the failure instead)")
+    try:
+        out = disk / "out"
+        with pytest.raises(BuildError, match="No space left on device.*run the same command again"):
+            run_build(config(corpus[0], out))
+        assert _journal_lines(out) < 12  # the clips finished in its last second may not fit in the journal either
+        subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+        result = run_build(config(corpus[0], out))
+        pd.testing.assert_frame_equal(result.manifest, reference.manifest)
+        assert tree_digest(out) == tree_digest(reference.out)
+        assert not list(out.rglob("*.part")) and result.failures.empty
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_a_failed_write_stops_the_build_and_the_rerun_ends_as_an_uninterrupted_one(
+        corpus, reference, tmp_path, monkeypatch):
+    """The same in this process, wherever a small filesystem cannot be made: the 23rd file write fails."""
+    import errno
+
+    import ncaer.build.clip
+
+    real = ncaer.build.clip.write_bytes
+    calls = []
+
+    def fills_up(path, data, tmp_dir):
+        calls.append(path)
+        if len(calls) > 22:
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+        real(path, data, tmp_dir)
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(ncaer.build.clip, "write_bytes", fills_up)
+    with pytest.raises(BuildError, match="No space left on device.*run the same command again"):
+        run_build(config(corpus[0], out, workers=0))
+    assert len(calls) == 23 and _journal_lines(out) == 1  # one clip is 20 files; the second was cut short
+    monkeypatch.setattr(ncaer.build.clip, "write_bytes", real)
+    result = run_build(config(corpus[0], out, workers=0))
+    assert result.summary["counts"]["clips_resumed"] == 1
+    pd.testing.assert_frame_equal(result.manifest, reference.manifest)
+    assert tree_digest(out) == tree_digest(reference.out)

@@ -96,8 +96,9 @@ def run_build(
         try:
             return _locked_build(config, overwrite, plan, on_progress, started)
         except OSError as e:  # the output folder itself, in this process (journal, manifest...)
-            raise BuildError(f"cannot write {e.filename or out}: {e.strerror or e}. Fix it (free space...) and "
-                             "run the same command again: finished clips are kept") from e
+            raise BuildError(f"cannot write {e.filename or out}: {e.strerror or e}. The build stopped: free space "
+                             "(or fix the output folder) and run the same command again; it goes on from the clips "
+                             "recorded so far") from e
 
 
 def _locked_build(config: BuildConfig, overwrite: bool, plan: Plan, on_progress, started: float) -> BuildResult:
@@ -128,8 +129,8 @@ def _locked_build(config: BuildConfig, overwrite: bool, plan: Plan, on_progress,
             record = record_of(outcome)
             if res is not None and res.stop:
                 outcomes.close()
-                raise BuildError(f"{res.stop}. The build stopped; {len(journal.records)} finished clips are kept. "
-                                 "Free space (or fix the output folder) and run the same command again")
+                raise BuildError(f"{res.stop}. The build stopped: free space (or fix the output folder) and run "
+                                 "the same command again; it goes on from the clips recorded so far")
             progress["done"] += 1
             if outcome.retry or (res is not None and res.retry):
                 retry[record["key"]] = record["problems"]

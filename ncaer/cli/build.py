@@ -161,3 +161,9 @@ def _print_summary(result) -> None:
         out_console.print(f"{timing['clips_processed_this_run']} clips in {timing['clips_s']:.1f} s: "
                           f"{timing['clips_per_s']:.1f} clips/s, {timing['samples_per_s']:.0f} samples/s")
     out_console.print(f"[green]splits disjoint (verified)[/]; manifest: {result.out / 'manifest.parquet'}")
+    for repair in s["journal_repairs"]:
+        console.print(f"[yellow]{repair}")
+    if counts["clips_to_retry"]:
+        console.print(f"[yellow]{counts['clips_to_retry']} clip(s) failed because of the machine, not the file "
+                      "(a decoder past its deadline, out of memory): they are not in this manifest. Run the same "
+                      "command again to retry them (failures.csv, outcome 'retry')")
