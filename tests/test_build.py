@@ -399,3 +399,31 @@ def test_a_failed_write_stops_the_build_and_the_rerun_ends_as_an_uninterrupted_o
     assert result.summary["counts"]["clips_resumed"] == 1
     pd.testing.assert_frame_equal(result.manifest, reference.manifest)
     assert tree_digest(out) == tree_digest(reference.out)
+
+
+def test_clips_the_machine_failed_are_not_journaled_and_the_rerun_builds_them(corpus, reference, tmp_path,
+                                                                              monkeypatch):
+    """The pool gives up a clip with `retry` when its last decoder stalled or its worker was SIGKILLed
+    (tests/test_pool.py); such a clip is reported, left out of the journal, and built by the next run."""
+    import ncaer.build.engine
+    from ncaer.build.pool import Outcome, run_jobs
+
+    stalled = "train/Happy/0001.avi"
+
+    def loaded_machine(jobs, *args, **kw):
+        jobs = list(jobs)
+        yield Outcome(next(j for j in jobs if j.key == stalled), error="pyav stalled for over 30 s; killed",
+                      notes=("decord stalled for over 30 s; killed",), retry=True)
+        yield from run_jobs([j for j in jobs if j.key != stalled], *args, **kw)
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(ncaer.build.engine, "run_jobs", loaded_machine)
+    first = run_build(config(corpus[0], out))
+    assert first.summary["counts"]["clips_to_retry"] == 1 and stalled not in set(first.manifest["source_path"])
+    retry = first.failures[first.failures["outcome"] == "retry"]
+    assert set(retry["source_path"]) == {stalled} and len(retry) == 2
+    monkeypatch.setattr(ncaer.build.engine, "run_jobs", run_jobs)
+    second = run_build(config(corpus[0], out))
+    assert second.summary["counts"]["clips_resumed"] == 11 and second.summary["counts"]["clips_to_retry"] == 0
+    pd.testing.assert_frame_equal(second.manifest, reference.manifest)
+    assert tree_digest(out) == tree_digest(reference.out) and second.failures.empty
