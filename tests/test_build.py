@@ -427,3 +427,14 @@ def test_clips_the_machine_failed_are_not_journaled_and_the_rerun_builds_them(co
     assert second.summary["counts"]["clips_resumed"] == 11 and second.summary["counts"]["clips_to_retry"] == 0
     pd.testing.assert_frame_equal(second.manifest, reference.manifest)
     assert tree_digest(out) == tree_digest(reference.out) and second.failures.empty
+
+
+def test_a_resume_on_another_execution_provider_is_refused(corpus, reference):
+    """The provider the first worker reported is recorded; TensorRT (fp16) boxes differ from the CPU's."""
+    from ncaer.build.journal import check_provider
+
+    saved = json.loads((reference.out / ".ncaer" / "config.json").read_text())
+    assert saved["provider"] == "CPUExecutionProvider"
+    check_provider(reference.out, "CPUExecutionProvider")
+    with pytest.raises(BuildError, match="detected with CPUExecutionProvider; this run would use Tensorrt"):
+        check_provider(reference.out, "TensorrtExecutionProvider")
