@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -67,6 +68,50 @@ def vfr_video(tmp_path_factory):
     frames, _ = render_clip(len(times), size=(320, 240))
     write_video(path, frames, codec="h264", timestamps=times)
     return path, np.array(times)
+
+
+def ffmpeg(*args: str) -> bytes:
+    """Run the ffmpeg command line (the static binary of the dev dependency imageio-ffmpeg); return its output."""
+    import imageio_ffmpeg
+
+    return subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", *args], check=True,
+                          capture_output=True).stdout
+
+
+# name -> (ffmpeg options before and after the input): how users cut and turn clips
+FFMPEG_EDITS = {
+    # stream copy cuts at the key frame before the cut point; an edit list hides the frames before it
+    "cut": (["-ss", "1.5"], ["-c", "copy"]),
+    "cut-mid-frame": (["-ss", "1.234"], ["-c", "copy"]),
+    "cut-both-ends": (["-ss", "1.5", "-t", "1"], ["-c", "copy"]),
+    # no edit list: every frame from the key frame on is shown, the first one 2 frames (the B-frame delay) after 0
+    "cut-without-edit-list": (["-ss", "1.5"], ["-c", "copy", "-use_editlist", "0"]),
+    # a display matrix in the container; the frames stay as they were encoded
+    "rotate-90": (["-display_rotation", "90"], ["-c", "copy"]),
+    "rotate-180": (["-display_rotation", "180"], ["-c", "copy"]),
+    "rotate-270": (["-display_rotation", "270"], ["-c", "copy"]),
+    "mirror": (["-display_hflip"], ["-c", "copy"]),
+    "rotate-90-mirror": (["-display_rotation", "90", "-display_hflip"], ["-c", "copy"]),
+    "cut-rotate-90": (["-display_rotation", "90", "-ss", "1.5"], ["-c", "copy"]),
+    # the H.264 stream itself says how to turn it (a display orientation SEI, with the first frame only)
+    "rotate-90-by-codec": ([], ["-c", "copy", "-bsf:v", "h264_metadata=display_orientation=insert:rotate=90"]),
+    "rotate-180-by-codec": ([], ["-c", "copy", "-bsf:v", "h264_metadata=display_orientation=insert:rotate=180"]),
+    # re-encoding turns the frames upright and drops the matrix
+    "rotate-90-reencoded": (["-display_rotation", "90"], ["-c:v", "libx264", "-bf", "3", "-g", "30"]),
+}
+
+
+@pytest.fixture(scope="session")
+def ffmpeg_clips(tmp_path_factory):
+    """A 120-frame 30 fps H.264 clip with B-frames (320x240, frames carry their index) and the files
+    FFMPEG_EDITS make of it with the ffmpeg command line: {"source" or edit name: path}."""
+    root = tmp_path_factory.mktemp("ffmpeg")
+    frames, _ = render_clip(120, size=(320, 240))
+    clips = {"source": write_video(root / "source.mp4", frames, codec="h264")}
+    for name, (before, after) in FFMPEG_EDITS.items():
+        clips[name] = root / f"{name}.mp4"
+        ffmpeg(*before, "-i", str(clips["source"]), *after, str(clips[name]))
+    return clips
 
 
 def make_corpus(root: Path, layout: dict[str, dict[str, int]], photos, n_frames: int = 30,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -22,7 +23,7 @@ from ncaer.dataset.layout import IMAGE_EXTENSIONS
 from ncaer.dataset.layout import VIDEO_EXTENSIONS as CORPUS_VIDEO_EXTENSIONS
 from ncaer.faces.render import pixel_box
 from ncaer.faces.subject import choose_subject
-from ncaer.video.decode import DecodeError, decode_samples
+from ncaer.video.decode import DecodeError, container_index, decode_samples, upright_frames
 from ncaer.video.sampling import sample_segments
 
 METADATA_KEY = "ncaer"
@@ -227,13 +228,12 @@ def write_annotated_video(path: Path, out: Path, prediction: VideoPrediction, pr
     import av
 
     analysed = sorted(prediction.frame_faces)
-    with av.open(str(path)) as src, av.open(str(out), "w") as dst:
-        stream = src.streams.video[0]
-        rate = stream.average_rate or 25
+    rate = Fraction(container_index(str(path)).fps or 25).limit_denominator(1001)
+    with av.open(str(out), "w") as dst:
         enc = dst.add_stream("libx264", rate=rate, options={"crf": "23", "preset": "veryfast"})
         enc.pix_fmt = "yuv420p"
-        for i, frame in enumerate(src.decode(stream)):
-            rgb = frame.to_ndarray(format="rgb24")
+        # frames as the build sees them (upright, without those an edit list hides), so the boxes line up
+        for i, rgb in enumerate(upright_frames(str(path))):
             if i == 0:
                 enc.width, enc.height = rgb.shape[1] // 2 * 2, rgb.shape[0] // 2 * 2
             faces = []
