@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import tracemalloc
 
 import cv2
 import numpy as np
@@ -18,22 +19,70 @@ from ncaer.generated.leak_benchmark import leak_benchmark
 from ncaer.generated.videos import Actor, background, render_clip
 from ncaer.leakage.check import LeakConfig, check_leakage, clusters
 from ncaer.leakage.fix import write_fix
-from ncaer.leakage.hamming_index import HammingIndex
+from ncaer.leakage.hamming_index import MAX_RADIUS, HammingIndex
 from ncaer.leakage.hashing import HashJob, dhash, hash_one, phash
 
 
-@pytest.mark.parametrize("radius", [0, 3, 10, 13])
-def test_index_finds_exactly_the_pairs_brute_force_finds(radius):
+@pytest.mark.parametrize("budget", [1 << 20, 2000])
+@pytest.mark.parametrize("radius", [0, 3, 10, 13, 16, 20, MAX_RADIUS])
+def test_index_finds_exactly_the_pairs_brute_force_finds(radius, budget):
+    # budget 2000 cuts the candidates of the group of 2500 equal hashes below, and of neighbouring queries:
+    # a pair may be neither lost at a cut nor found twice (once per close chunk)
     rng = np.random.default_rng(radius)
     base = rng.integers(0, np.iinfo(np.int64).max, 300, dtype=np.int64).astype(np.uint64)
     noise = [np.uint64(sum(1 << int(b) for b in rng.choice(64, rng.integers(0, 16), replace=False)))
-             for _ in range(1200)]
-    codes = base[rng.integers(0, 300, 1200)] ^ np.array(noise, dtype=np.uint64)
-    db, queries = codes[:800], codes[800:]
-    qi, di, dist = HammingIndex(db).search(queries, radius)
+             for _ in range(800)]
+    codes = base[rng.integers(0, 300, 800)] ^ np.array(noise, dtype=np.uint64)
+    # chunk values 0x0000 and 0xFFFF are the first and last slots of the tables
+    edges = np.array([0, 2**64 - 1, 0xFFFF_0000_FFFF_0000], dtype=np.uint64)
+    db = np.concatenate([codes[:650], np.full(2500, codes[0]), edges[:2]])
+    queries = np.concatenate([codes[650:], edges])
+    qi, di, dist = HammingIndex(db).search(queries, radius, budget=budget)
     bq, bd = np.nonzero(np.bitwise_count(queries[:, None] ^ db[None, :]) <= radius)
-    assert sorted(zip(qi.tolist(), di.tolist())) == sorted(zip(bq.tolist(), bd.tolist()))
+    assert list(zip(qi.tolist(), di.tolist())) == list(zip(bq.tolist(), bd.tolist()))  # sorted, no repeats
     assert (dist == np.bitwise_count(queries[qi] ^ db[di])).all()
+
+
+def test_search_memory_is_bounded_by_the_budget_not_the_radius():
+    rng = np.random.default_rng(0)
+    db = rng.integers(0, np.iinfo(np.int64).max, 4000, dtype=np.int64).astype(np.uint64)
+    queries = rng.integers(0, np.iinfo(np.int64).max, 1000, dtype=np.int64).astype(np.uint64)
+    # 3000 stored hashes share a chunk value with 100 queries (far on the other chunks): one probe's
+    # candidates outnumber the budget
+    db[:3000] = db[0]
+    queries[:100] = (queries[:100] & ~np.uint64(0xFFFF)) | (db[0] & np.uint64(0xFFFF))
+    index = HammingIndex(db)
+    budget = 1 << 12
+    peaks = {}
+    for radius in (10, MAX_RADIUS):
+        tracemalloc.start()
+        try:
+            qi, di, dist = index.search(queries, radius, budget=budget)
+            peaks[radius] = tracemalloc.get_traced_memory()[1], qi.nbytes + di.nbytes + dist.nbytes
+        finally:
+            tracemalloc.stop()
+    # beyond the result, a few arrays of `budget` items; without pieces, the probes alone at radius 23
+    # (1000 queries x 6885 masks) take 200 MB
+    assert all(peak < 100 * budget + 3 * result + (1 << 20) for peak, result in peaks.values()), peaks
+
+
+def test_threshold_above_the_cap_is_a_usage_error(tmp_path):
+    with pytest.raises(ValueError, match=f"at most {MAX_RADIUS}"):
+        LeakConfig(threshold=MAX_RADIUS + 1)
+    with pytest.raises(ValueError, match=f"at most {MAX_RADIUS}"):
+        HammingIndex(np.zeros(3, np.uint64)).search(np.zeros(1, np.uint64), MAX_RADIUS + 1)
+    assert LeakConfig(threshold=MAX_RADIUS).threshold == MAX_RADIUS
+    for split in ("train", "test"):  # a dataset the check would run on
+        (tmp_path / split / "Happy").mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / split / "Happy" / "a.png"), np.zeros((80, 80, 3), np.uint8))
+    for threshold in (MAX_RADIUS + 1, 32, 64):
+        result = CliRunner().invoke(main, ["check-leakage", str(tmp_path), "--threshold", str(threshold),
+                                           "--out", str(tmp_path / "r")])
+        assert result.exit_code == 2, result.output
+        assert f"--threshold must be at most {MAX_RADIUS}" in " ".join(result.output.split())
+        assert not (tmp_path / "r").exists()
+    usage = CliRunner().invoke(main, ["check-leakage", "--help"])
+    assert f"at most {MAX_RADIUS}" in " ".join(usage.output.split())
 
 
 def test_perceptual_hashes_tolerate_reencoding_but_not_other_scenes(photos):

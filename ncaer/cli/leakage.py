@@ -14,8 +14,9 @@ from .common import console, default_workers, out_console
 @click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", default="leakage-report", show_default=True, type=click.Path(path_type=Path),
               help="Folder for leaks.csv, clusters.csv, unreadable.csv, leaks.png and report.json.")
-@click.option("--threshold", default=10, show_default=True, type=click.IntRange(0, 32),
-              help="Near-duplicate radius: pHash bits that may differ.")
+@click.option("--threshold", default=10, show_default=True, type=click.IntRange(0),
+              help="Near-duplicate radius: pHash bits that may differ, at most 23 (beyond, the pHashes of "
+                   "unrelated images match and the search compares every pair).")
 @click.option("--dhash-threshold", default=14, show_default=True, type=click.IntRange(0, 64),
               help="dHash bits that may differ for a pHash match to count (64: pHash alone).")
 @click.option("--region", default="image", show_default=True, type=click.Choice(["image", "context"]),

@@ -26,7 +26,7 @@ import pandas as pd
 from ncaer.dataset.imageset import DatasetError, ImageSet
 
 from .embedding import Embedder, ThumbnailEmbedder, embedding_pairs
-from .hamming_index import HammingIndex
+from .hamming_index import MAX_RADIUS, HammingIndex
 from .hashing import HashJob, hash_images, pixel_hash, read_pixels
 from .pairs import PAIR_COLUMNS, pair_table, split_pairs
 
@@ -44,8 +44,10 @@ class LeakConfig:
     workers: int = 1
 
     def __post_init__(self):
-        if not 0 <= self.threshold <= 32:
-            raise ValueError("--threshold must be in 0..32 bits")
+        if not 0 <= self.threshold <= MAX_RADIUS:
+            raise ValueError(f"--threshold must be at most {MAX_RADIUS} bits (and not negative): two random 64-bit "
+                             "hashes (32 +- 4 bits apart) are within 24 bits once in 33 pairs, so unrelated images "
+                             "would match, and the hash index would compare every pair")
         if self.region not in ("image", "context"):
             raise ValueError("--region must be image or context")
 
