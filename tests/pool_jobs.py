@@ -1,6 +1,7 @@
 """Jobs for tests/test_pool.py; a module of its own so worker processes can import them."""
 
 import os
+import signal
 import time
 from dataclasses import dataclass
 
@@ -8,8 +9,12 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Job:
     key: str
-    behaviour: str = "ok"  # ok | hang-first | crash-first | raise | hang-always
+    acts: str = ""  # what each decoder does, "first=hang,second=segv"; unnamed decoders succeed
     decoders: tuple = ("first", "second")
+    seconds: float = 0.0  # how long a successful decode takes
+
+
+SIGNALS = {"segv": signal.SIGSEGV, "abort": signal.SIGABRT, "kill": signal.SIGKILL}
 
 
 class State:
@@ -25,12 +30,23 @@ def bad_init():
 
 
 def work(state, job, report):
-    decoder = job.decoders[0]
-    report("decoding", decoder)
-    if job.behaviour == "hang-always" or (job.behaviour == "hang-first" and decoder == "first"):
-        time.sleep(600)
-    if job.behaviour == "crash-first" and decoder == "first":
-        os._exit(11)
-    if job.behaviour == "raise":
-        raise RuntimeError("boom")
-    return f"{job.key}:{decoder}:{os.getpid()}"
+    """Try the decoders in turn as process_clip does: a "fail" moves on to the next one inside the worker."""
+    acts = dict(a.split("=") for a in job.acts.split(",") if a)
+    for decoder in job.decoders:
+        report("decoding", decoder)
+        act = acts.get(decoder, "ok")
+        if act == "fail":  # a DecodeError, caught and noted inside the worker
+            continue
+        if act == "hang":
+            time.sleep(600)
+        if act == "exit":
+            os._exit(11)
+        if act in SIGNALS:  # a native crash; SIGKILL is what the OOM killer sends
+            os.kill(os.getpid(), SIGNALS[act])
+            time.sleep(600)
+        if act == "raise":
+            raise RuntimeError("boom")
+        time.sleep(job.seconds)
+        report("frames", 10)  # more than one message in the pipe, as process_clip sends
+        return f"{job.key}:{decoder}:{os.getpid()}"
+    return f"{job.key}:none:{os.getpid()}"
