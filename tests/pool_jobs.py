@@ -25,6 +25,10 @@ def init():
     return State()
 
 
+def stuck_init():
+    time.sleep(600)  # a detector that never loads (a stalled mount, a stuck GPU driver)
+
+
 def bad_init():
     raise FileNotFoundError("detector weights missing")
 

@@ -438,3 +438,27 @@ def test_a_resume_on_another_execution_provider_is_refused(corpus, reference):
     check_provider(reference.out, "CPUExecutionProvider")
     with pytest.raises(BuildError, match="detected with CPUExecutionProvider; this run would use Tensorrt"):
         check_provider(reference.out, "TensorrtExecutionProvider")
+
+
+def test_a_clip_relabelled_in_the_csv_is_redone_on_resume(corpus, tmp_path):
+    """The rerun after a CSV edit ends as a fresh build of the edited CSV, with no file of the old label left."""
+    root, _ = corpus
+    rows = [f"{root}/train/Happy/0001.avi,joy,train", f"{root}/train/Sad/0004.avi,gloom,train",
+            f"{root}/test/Happy/0009.avi,joy,test"]
+    listing = tmp_path / "list.csv"
+    listing.write_text("path,label,split\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    run_build(config(listing, out, workers=0))
+    rows[2] = rows[2].replace(",joy,", ",gloom,")
+    listing.write_text("path,label,split\n" + "\n".join(rows) + "\n")
+    resumed = run_build(config(listing, out, workers=0))
+    assert resumed.summary["counts"]["clips_resumed"] == 2
+    fresh = run_build(config(listing, tmp_path / "fresh", workers=0))
+    pd.testing.assert_frame_equal(resumed.manifest, fresh.manifest)
+    assert tree_digest(out) == tree_digest(fresh.out)  # the files written under test/joy are gone
+
+
+def test_an_output_folder_that_cannot_be_written_is_a_clear_error(corpus, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(BuildError, match="cannot write .*afile"):
+        run_build(config(corpus[0], tmp_path / "afile" / "out"))

@@ -201,3 +201,20 @@ def test_upright_frames_are_the_frames_the_readers_give(ffmpeg_clips, edit):
     assert len(frames) == reader.info.n_frames
     expected = reader.read(list(range(reader.info.n_frames)))
     assert all(np.array_equal(a, b) for a, b in zip(frames, expected))
+
+
+def test_decord_refuses_a_turned_square_clip(tmp_path):
+    """A square frame has the upright shape either way, so decord's shape cannot show that it ignored the
+    codec's turn (it returned the frames unturned); PyAV turns them as ffmpeg does."""
+    from ncaer.generated.videos import render_clip, write_video
+
+    frames, _ = render_clip(30, size=(256, 256))
+    source = write_video(tmp_path / "square.mp4", frames, codec="h264")
+    turned = tmp_path / "square-rotate-90-by-codec.mp4"
+    ffmpeg("-i", str(source), "-c", "copy", "-bsf:v", "h264_metadata=display_orientation=insert:rotate=90",
+           str(turned))
+    with pytest.raises(IndexMismatch, match="square"):
+        DecordReader(str(turned))
+    upright = PyAVReader(str(turned)).read([3])[0]
+    assert np.array_equal(upright, shown_by_ffmpeg(turned)[3])
+    assert not np.array_equal(upright, PyAVReader(str(source)).read([3])[0])

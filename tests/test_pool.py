@@ -5,7 +5,7 @@ import time
 import pytest
 
 from ncaer.build.pool import WorkerInitError, run_jobs
-from pool_jobs import Job, bad_init, init, work
+from pool_jobs import Job, bad_init, init, stuck_init, work
 
 
 @contextlib.contextmanager
@@ -101,6 +101,11 @@ def test_workers_are_replaced_after_max_jobs():
 def test_a_worker_that_cannot_start_stops_the_run():
     with hang_guard(), pytest.raises(WorkerInitError, match="detector weights missing"):
         list(run_jobs([Job("a")], workers=1, init=bad_init, init_args=(), work=work))
+
+
+def test_a_worker_that_never_starts_stops_the_run():
+    with hang_guard(), pytest.raises(WorkerInitError, match="did not start within 1 s"):
+        list(run_jobs([Job("a")], workers=1, init=stuck_init, init_args=(), work=work, startup_timeout=1))
 
 
 def test_in_process_mode():

@@ -6,11 +6,13 @@ no half-written file is ever visible. What failed is final when the file caused 
 decoder past its deadline, a worker killed for memory, out of memory) the clip is
 left out of the journal and reported as `retry`, so the next run tries it again; when
 the output cannot be written (a full disk) the build stops at once, keeping every
-finished clip, and a rerun after space is freed ends as an uninterrupted build.
+clip journaled so far, and a rerun after space is freed ends as an uninterrupted
+build.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import shutil
@@ -31,7 +33,17 @@ from ncaer.dataset.manifest import to_frame, write_manifest
 
 from .clip import init_worker, process_clip
 from .config import BuildConfig
-from .journal import STATE_DIR, BuildError, BuildLock, Journal, check_out, check_provider, prepare_out, record_of
+from .journal import (
+    STATE_DIR,
+    BuildError,
+    BuildLock,
+    Journal,
+    check_out,
+    check_provider,
+    job_identity,
+    prepare_out,
+    record_of,
+)
 from .plan import Plan, plan_build
 from .pool import run_jobs
 from .units import verify_disjoint
@@ -66,6 +78,14 @@ def _failures(plan: Plan, records: list[dict], retry: dict[str, list[str]]) -> p
                                                                    kind="stable").reset_index(drop=True)
 
 
+def _remove_files(out: Path, record: dict) -> None:
+    """Delete the files a journaled clip wrote (it is about to be redone under another name or label)."""
+    for row in record["rows"]:
+        for column in ("image_path", "crop_path", "face_path", "context_path"):
+            if row.get(column):
+                (out / row[column]).unlink(missing_ok=True)
+
+
 def package_versions() -> dict[str, str]:
     versions = {"python": platform.python_version(), "ncaer": __version__}
     for dist in ("numpy", "opencv-python", "decord", "av", "onnxruntime-gpu", "onnxruntime", "pandas", "pyarrow",
@@ -91,20 +111,25 @@ def run_build(
         if fatal:
             raise BuildError(f"--strict: {len(fatal)} unusable input(s), first: {fatal[0].path}: {fatal[0].reason}")
     out = Path(config.out)
-    check_out(out, overwrite)
-    with BuildLock(out):
-        try:
+    try:
+        check_out(out, overwrite)
+        with BuildLock(out):
             return _locked_build(config, overwrite, plan, on_progress, started)
-        except OSError as e:  # the output folder itself, in this process (journal, manifest...)
-            raise BuildError(f"cannot write {e.filename or out}: {e.strerror or e}. The build stopped: free space "
-                             "(or fix the output folder) and run the same command again; it goes on from the clips "
-                             "recorded so far") from e
+    except OSError as e:  # the output folder itself, in this process (lock, journal, manifest...)
+        raise BuildError(f"cannot write {e.filename or out}: {e.strerror or e}. The build stopped: free space "
+                         "(or fix the output folder) and run the same command again; it goes on from the clips "
+                         "recorded so far") from e
 
 
 def _locked_build(config: BuildConfig, overwrite: bool, plan: Plan, on_progress, started: float) -> BuildResult:
     out = prepare_out(config, overwrite)
     journal = Journal(out)
     wanted = {j.clip.rel_path for j in plan.jobs}
+    for job in plan.jobs:  # a clip whose label, split, group or file changed since it was journaled is redone
+        record = journal.records.get(job.clip.rel_path)
+        if record is not None and record.get("job") != job_identity(job):
+            _remove_files(out, record)
+            del journal.records[job.clip.rel_path]
     todo = [j for j in plan.jobs if j.clip.rel_path not in journal.records]
     resumed = len(wanted) - len(todo)
     worker_info: dict = {}
@@ -121,14 +146,15 @@ def _locked_build(config: BuildConfig, overwrite: bool, plan: Plan, on_progress,
             check_provider(out, info["provider"])
 
     jobs_started = time.time()
-    with journal:
-        outcomes = run_jobs(todo, config.workers, init_worker, (config, str(out / STATE_DIR / "tmp")), process_clip,
-                            timeout=config.timeout, on_ready=on_ready, log_dir=str(out / STATE_DIR))
+    # closing: workers stop before the lock is released, however the build ends
+    with journal, contextlib.closing(run_jobs(todo, config.workers, init_worker,
+                                              (config, str(out / STATE_DIR / "tmp")), process_clip,
+                                              timeout=config.timeout, on_ready=on_ready,
+                                              log_dir=str(out / STATE_DIR))) as outcomes:
         for outcome in outcomes:
             res = outcome.result
             record = record_of(outcome)
             if res is not None and res.stop:
-                outcomes.close()
                 raise BuildError(f"{res.stop}. The build stopped: free space (or fix the output folder) and run "
                                  "the same command again; it goes on from the clips recorded so far")
             progress["done"] += 1
@@ -144,7 +170,6 @@ def _locked_build(config: BuildConfig, overwrite: bool, plan: Plan, on_progress,
             if on_progress:
                 on_progress(progress)
             if config.strict and not record["used"]:
-                outcomes.close()
                 raise BuildError(f"--strict: {record['key']}: {'; '.join(record['problems'])}")
     jobs_seconds = time.time() - jobs_started
 

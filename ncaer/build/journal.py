@@ -17,6 +17,7 @@ journal of finished clips that makes a build resumable.
 from __future__ import annotations
 
 import ctypes
+import errno
 import fcntl
 import json
 import math
@@ -137,14 +138,20 @@ def check_provider(out: Path, provider: str) -> None:
 
 
 def _sync_filesystem(fd: int) -> None:
-    """Make every file written to fd's filesystem durable (syncfs on Linux, else a global sync)."""
+    """Make every file written to fd's filesystem durable (syncfs on Linux, else a global sync).
+
+    A syncfs failure (a write-back error, or ENOSPC on network and thin storage) is raised: the files of the
+    clips about to be journaled may not be on disk."""
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.syncfs(fd) == 0:
-            return
+        syncfs = ctypes.CDLL(None, use_errno=True).syncfs
     except (OSError, AttributeError):
-        pass
-    os.sync()
+        os.sync()
+        return
+    if syncfs(fd) != 0:
+        err = ctypes.get_errno()
+        if err != errno.ENOSYS:
+            raise OSError(err, os.strerror(err))
+        os.sync()
 
 
 class Journal:
@@ -202,11 +209,23 @@ class Journal:
         os.fsync(self._file.fileno())
         self._pending.clear()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
         try:
             self.commit()  # finished clips are kept even when the build stops on an error or Ctrl-C
+        except OSError:
+            if exc_type is None:
+                raise
+            # the build is stopping already (full disk, Ctrl-C): its own error says why; these clips are redone
         finally:
             self._file.close()
+
+
+def job_identity(job: ClipJob) -> dict:
+    """What a clip's record was made from besides the options: a rerun redoes the clip if any of it changed
+    (a CSV row relabelled or moved to another split or group, the file replaced, its output name)."""
+    c = job.clip
+    return {"label": c.label, "label_id": job.label_id, "split": c.split, "group": c.group,
+            "fingerprint": job.fingerprint, "name": job.clip_name}
 
 
 def record_of(outcome: Outcome) -> dict:
@@ -216,6 +235,7 @@ def record_of(outcome: Outcome) -> dict:
     problems = list(outcome.notes) + (res.problems if res else []) + ([outcome.error] if outcome.error else [])
     return {
         "key": job.clip.rel_path,
+        "job": job_identity(job),
         "rows": res.rows if res else [],
         "problems": problems,
         "used": bool(res and res.used),

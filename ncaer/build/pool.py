@@ -138,12 +138,15 @@ def run_jobs(
     max_jobs: int = 500,
     on_ready: Callable[[Any], None] | None = None,
     log_dir: str | None = None,
+    startup_timeout: float = 600.0,
 ) -> Iterator[Outcome]:
     """Run jobs on `workers` processes; yield an Outcome per job, in completion order.
 
     workers=0 runs everything in this process (no protection against hangs; for
     debugging). `on_ready` receives each worker's `state.info` once it has started.
-    Workers write their stdout/stderr to `log_dir`/worker-N.log when given.
+    Workers write their stdout/stderr to `log_dir`/worker-N.log when given. A worker
+    not started within `startup_timeout` seconds (generous: a first TensorRT engine
+    build takes minutes) stops the run, as a worker that cannot start does.
     """
     jobs = list(jobs)
     if workers <= 0:
@@ -179,7 +182,7 @@ def run_jobs(
             if event == "fatal":
                 raise WorkerInitError(value)
             if event == "ready":
-                w.ready = True
+                w.ready, w.deadline = True, float("inf")
                 if on_ready:
                     on_ready(value)
             elif w.job is not None and key == w.job.key:
@@ -219,6 +222,7 @@ def run_jobs(
             busy = sum(w.job is not None for w in pool)
             while len(pool) < min(workers, busy + len(pending)):
                 pool.append(_Worker(ctx, spawned, init, init_args, work, max_jobs, log_dir))
+                pool[-1].deadline = time.monotonic() + startup_timeout
                 spawned += 1
             for w in pool:
                 if w.ready and w.job is None and pending and w.give(*pending[-1]):
@@ -234,9 +238,12 @@ def run_jobs(
             outcomes = [o for w in list(pool) for o in read(w)]
             for w in [w for w in pool if w in dead or now > w.deadline]:
                 if w.job is None:
-                    if not w.ready:
+                    if not w.ready and w in dead:
                         raise WorkerInitError(f"a worker exited (code {w.proc.exitcode}) before it started; "
                                               f"see its log in {log_dir or 'stderr'}")
+                    if not w.ready:
+                        raise WorkerInitError(f"a worker did not start within {startup_timeout:g} s (loading the "
+                                              f"detector); see its log in {log_dir or 'stderr'}")
                     drop(w)
                     continue
                 outcome = abandon(w, stalled=w not in dead)

@@ -206,6 +206,8 @@ class DecordReader:
         orientation = _orientation(first)
         if orientation != UNTURNED and orientation not in QUARTER_TURNS:
             raise IndexMismatch("the display matrix turns frames by half a turn or mirrors them: decord may not")
+        if orientation != UNTURNED and first.width == first.height:
+            raise IndexMismatch("a turned square frame: decord's frame shape cannot show whether it made the turn")
         self._shape = (first.width, first.height) if orientation[0] else (first.height, first.width)
         self.info = index
 
