@@ -107,22 +107,22 @@ def test_clip_names_are_unique_within_split_and_class():
     assert " " not in names["c/my clip.avi"]
 
 
+def scan_listing(root, *rows: str):
+    """scan() of a CSV listing v/a.mp4 and v/b.mp4 in the given rows (line 2 on)."""
+    touch(root, "v/a.mp4")
+    touch(root, "v/b.mp4")
+    (root / "list.csv").write_text("path,label,split\n" + "".join(f"{r}\n" for r in rows))
+    return scan(root / "list.csv")
+
+
 def test_csv_duplicate_rows_are_reported_by_line_and_listed_once(tmp_path):
-    touch(tmp_path, "v/a.mp4")
-    touch(tmp_path, "v/b.mp4")
-    (tmp_path / "list.csv").write_text("path,label,split\nv/a.mp4,Happy,train\nv/b.mp4,Sad,test\n"
-                                       "./v/a.mp4,happy,train\n")
-    corpus = scan(tmp_path / "list.csv")
+    corpus = scan_listing(tmp_path, "v/a.mp4,Happy,train", "v/b.mp4,Sad,test", "./v/a.mp4,happy,train")
     assert sorted(c.rel_path for c in corpus.clips) == ["v/a.mp4", "v/b.mp4"]
     assert [(r.path, r.reason) for r in corpus.rejected] == [("v/a.mp4 (line 4)", "duplicate of line 2")]
 
 
 def test_csv_path_with_two_labels_is_skipped_and_both_lines_reported(tmp_path):
-    touch(tmp_path, "v/a.mp4")
-    touch(tmp_path, "v/b.mp4")
-    (tmp_path / "list.csv").write_text("path,label,split\nv/a.mp4,Happy,train\nv/b.mp4,Sad,test\n"
-                                       "v/a.mp4,Sad,train\nv/b.mp4,Sad,val\n")
-    corpus = scan(tmp_path / "list.csv")
+    corpus = scan_listing(tmp_path, "v/a.mp4,Happy,train", "v/b.mp4,Sad,test", "v/a.mp4,Sad,train", "v/b.mp4,Sad,val")
     assert corpus.clips == []
     reasons = {r.path: r.reason for r in corpus.rejected}
     assert reasons == {

@@ -90,7 +90,7 @@ def process_clip(state: WorkerState, job: ClipJob, report: Report = lambda event
         report("frames", info.n_frames)
         return sample_segments(info.timestamps, info.end_time, cfg.segments, cfg.pick, cfg.seed, job.clip.video_id)
 
-    decoded = None
+    decoded, out_of_memory = None, False
     for decoder in job.decoders:
         report("decoding", decoder)
         try:
@@ -100,9 +100,10 @@ def process_clip(state: WorkerState, job: ClipJob, report: Report = lambda event
             result.problems.append(f"{decoder}: {e}")
         except MemoryError:
             result.problems.append(f"{decoder}: out of memory")
+            out_of_memory = True
     result.seconds["decode"] = time.perf_counter() - t0
     if decoded is None:
-        if any(p.endswith(": out of memory") for p in result.problems):
+        if out_of_memory:
             result.retry = "out of memory"
         return result
     info, picks, frames = decoded.info, decoded.picks, decoded.frames

@@ -29,7 +29,7 @@ import pandas as pd
 from ncaer import __version__
 from ncaer.atomic import write_csv, write_text
 from ncaer.dataset.layout import SPLITS
-from ncaer.dataset.manifest import to_frame, write_manifest
+from ncaer.dataset.manifest import FILE_COLUMNS, to_frame, write_manifest
 
 from .clip import init_worker, process_clip
 from .config import BuildConfig
@@ -81,7 +81,7 @@ def _failures(plan: Plan, records: list[dict], retry: dict[str, list[str]]) -> p
 def _remove_files(out: Path, record: dict) -> None:
     """Delete the files a journaled clip wrote (it is about to be redone under another name or label)."""
     for row in record["rows"]:
-        for column in ("image_path", "crop_path", "face_path", "context_path"):
+        for column in FILE_COLUMNS:
             if row.get(column):
                 (out / row[column]).unlink(missing_ok=True)
 

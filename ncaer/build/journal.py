@@ -7,7 +7,8 @@ journal of finished clips that makes a build resumable.
 - Each finished clip is a line of OUT/.ncaer/journal.jsonl, written only after its
   files are durable: finished clips are committed in groups, about once a second,
   by syncing the output's filesystem, then appending their lines and syncing the
-  journal. A crash loses at most the last second of work, which the rerun redoes.
+  journal. A crash loses the clips finished since the last commit (commits happen
+  as clips finish), which the rerun redoes.
 - A rerun skips journaled clips and rebuilds the manifest from the journal, so an
   interrupted build ends exactly like an uninterrupted one. A torn last line (a
   crash mid-write) is cut off before anything is appended; an unreadable line is

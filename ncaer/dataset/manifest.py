@@ -43,6 +43,7 @@ COLUMNS: dict[str, str] = {
     "face_path": "string",  # empty when no face
     "context_path": "string",
 }
+FILE_COLUMNS = ("image_path", "crop_path", "face_path", "context_path")  # the files a sample is made of
 
 
 def to_frame(rows: list[dict]) -> pd.DataFrame:

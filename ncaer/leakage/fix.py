@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from ncaer.atomic import write_csv, write_text
-from ncaer.dataset.manifest import write_manifest
+from ncaer.dataset.manifest import FILE_COLUMNS, write_manifest
 
 from .check import LeakReport
 
@@ -31,7 +31,7 @@ def write_fix(report: LeakReport, out: str | Path) -> pd.DataFrame:
     if imageset.kind == "manifest":
         m = pd.read_parquet(imageset.root / "manifest.parquet")
         m = m[~m["image_path"].isin(leaking)].reset_index(drop=True)
-        for column in ("image_path", "crop_path", "face_path", "context_path"):
+        for column in FILE_COLUMNS:
             if column in m:
                 m[column] = [os.path.relpath(imageset.root / p, out) if p else "" for p in m[column]]
         write_manifest(m, out)
