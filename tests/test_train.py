@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from glamor_model.data.datasets import read_dataset
 from glamor_model.data.preprocess import Preprocess
 from glamor_model.data.stores import cache_store
 from glamor_model.engine.config import TrainConfig, load_config
-from glamor_model.engine.loop import train
+from glamor_model.engine.loop import RunExists, train
 from glamor_model.engine.optim import lr_factor
 from glamor_model.eval.ablation import run_ablation
 from glamor_model.eval.evaluate import evaluate_run
@@ -62,6 +63,15 @@ def test_lr_schedule_follows_the_reference_recipe():
     assert [lr_factor(c, e) * c.lr for e in (0, 24, 25, 39, 40, 59)] == pytest.approx(
         [5e-4, 5e-4, 5e-5, 5e-5, 1e-5, 1e-5])
     assert (c.epochs, c.batch_size, c.momentum) == (60, 32, 0.9)
+    low = TrainConfig(data="d", out="o", lr=1e-6, milestones=(2,))  # below the floor: used as given
+    assert [lr_factor(low, e) * low.lr for e in (0, 1, 2)] == pytest.approx([1e-6, 1e-6, 1e-6])
+
+
+def test_normalize_is_refused_for_models_that_normalise_their_input_themselves(context_data, tmp_path):
+    result = CliRunner().invoke(main, ["train", "--data", str(context_data), "--out", str(tmp_path / "r"),
+                                       "--model", "feratt", "--normalize"])
+    assert result.exit_code == 2 and "normalises its input inside the model" in result.output
+    assert not (tmp_path / "r").exists()
 
 
 def test_reading_the_release_layout_and_an_image_folder_with_boxes(context_data, tmp_path):
@@ -129,12 +139,46 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(context_data, ca
     with pytest.raises(KeyboardInterrupt):
         train(cut, on_epoch=stop_after_first_epoch)
     assert pd.read_csv(tmp_path / "cut" / "metrics.csv")["epoch"].tolist() == [0]
-    train(cut, resume=True)
+    ran = []
+    train(cut, resume=True, on_epoch=lambda m: ran.append(m["epoch"]))
+    assert ran == [1, 2]  # the checkpoint was read: epoch 0 is not trained again
     full, resumed = weights(tmp_path / "full" / "last.pt"), weights(tmp_path / "cut" / "last.pt")
     assert all(torch.equal(full[k], resumed[k]) for k in full)
     m_full, m_cut = pd.read_csv(tmp_path / "full" / "metrics.csv"), pd.read_csv(tmp_path / "cut" / "metrics.csv")
     pd.testing.assert_frame_equal(m_full.drop(columns=["samples_per_s", "seconds"]),
                                   m_cut.drop(columns=["samples_per_s", "seconds"]))
+
+
+def test_the_loss_scale_of_fp16_training_is_saved_and_resumed(context_data, cache, tmp_path):
+    config = small_config(context_data, tmp_path / "r", cache, epochs=1, amp="fp16", model="context-none")
+    train(config)
+    last = torch.load(tmp_path / "r" / "last.pt", weights_only=True)
+    assert last["scaler"]["scale"] > 0
+    last["scaler"]["scale"] = 1024.0  # as a run that met overflows would have it
+    torch.save(last, tmp_path / "r" / "last.pt")
+    train(replace(config, epochs=2), resume=True)
+    assert torch.load(tmp_path / "r" / "last.pt", weights_only=True)["scaler"]["scale"] <= 1024.0
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(context_data, cache, tmp_path):
+    config = small_config(context_data, tmp_path / "r", cache, epochs=1, model="context-none")
+    train(config)
+    last = torch.load(tmp_path / "r" / "last.pt", weights_only=True)
+    torch.save({**last, "payload": Path(".")}, tmp_path / "r" / "last.pt")  # any pickled object
+    with pytest.raises(RunExists, match="not read"):
+        train(replace(config, epochs=2), resume=True)
+
+
+def test_overwrite_removes_the_old_checkpoints_before_training(context_data, cache, tmp_path):
+    config = small_config(context_data, tmp_path / "r", cache, epochs=1, model="context-none")
+    train(config)
+
+    def stop(*_):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config, overwrite=True, on_step=stop)
+    assert not {"best.pt", "last.pt", "metrics.csv"} & {p.name for p in (tmp_path / "r").iterdir()}
 
 
 def test_a_run_resumes_after_its_data_moved_but_not_on_other_data(context_data, face_data, cache, tmp_path):
@@ -197,18 +241,62 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_distributed_data_parallel_on_cpu_with_two_processes(context_data, cache, tmp_path):
-    out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
-           "-m", "ncaer.cli", "train", "--data", str(context_data), "--out", str(out), "--epochs", "2",
-           "--batch-size", "8", "--lr", "0.03", "--milestones", "", "--model", "context-none",
-           "--face-size", "48", "--context-size", "64x86", "--crop", "56", "--cache-dir", cache]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+def probe_train(data, out, cache, processes: int, batch_size: int, *extra, forbid_checkpoint: bool = False):
+    """tests/ddp_job.py (`ncaer train` with probes) on one process, or on several under torchrun."""
+    args = ["train", "--data", str(data), "--out", str(out), "--epochs", "2", "--batch-size", str(batch_size),
+            "--lr", "0.05", "--milestones", "", "--model", "probe-net", "--face-size", "48", "--context-size",
+            "64x86", "--crop", "56", "--cache-dir", str(cache), *extra]
+    job = str(Path(__file__).parent / "ddp_job.py")
+    launcher = ["-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_port",
+                str(_free_port())] if processes > 1 else []
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PROBE_OUT": str(out),
+           "PROBE_FORBID_CHECKPOINT": "1" if forbid_checkpoint else ""}
+    proc = subprocess.run([sys.executable, *launcher, job, *args], capture_output=True, text=True, timeout=300,
+                          env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    metrics = pd.read_csv(out / "metrics.csv")
-    assert len(metrics) == 2 and metrics["train_loss"].notna().all()
-    assert torch.load(out / "last.pt", weights_only=False)["epoch"] == 1
+    probes = [json.loads((out / f"probe-rank{r}.json").read_text()) for r in range(processes)]
+    weights_ = [torch.load(out / f"weights-rank{r}.pt") for r in range(processes)]
+    return probes, weights_
+
+
+@pytest.fixture(scope="module")
+def one_process_run(context_data, tmp_path_factory):
+    """The reference for the distributed tests: one process, batch 16."""
+    tmp = tmp_path_factory.mktemp("one")
+    probes, weights_ = probe_train(context_data, tmp / "run", tmp / "cache", 1, 16)
+    return probes[0], weights_[0], pd.read_csv(tmp / "run" / "metrics.csv")
+
+
+def test_two_processes_train_as_one_with_the_same_global_batch(context_data, one_process_run, tmp_path):
+    probes, weights_ = probe_train(context_data, tmp_path / "ddp", tmp_path / "cache", 2, 8)
+    one_probe, one_weights, one_metrics = one_process_run
+    for epoch in ("0", "1"):  # each rank saw its half of the epoch, together every sample once
+        halves = [set(p["seen"][epoch]) for p in probes]
+        assert len(probes[0]["seen"][epoch]) == len(probes[1]["seen"][epoch]) == 90
+        assert not halves[0] & halves[1] and halves[0] | halves[1] == set(one_probe["seen"][epoch])
+    for k in weights_[0]:  # both ranks hold the same weights, those of one process with batch 16
+        torch.testing.assert_close(weights_[0][k], weights_[1][k], rtol=0, atol=0)
+        torch.testing.assert_close(weights_[0][k], one_weights[k], rtol=1e-4, atol=1e-5)
+    metrics = pd.read_csv(tmp_path / "ddp" / "metrics.csv")
+    np.testing.assert_allclose(metrics[["train_loss", "train_acc", "val_loss", "val_acc"]],
+                               one_metrics[["train_loss", "train_acc", "val_loss", "val_acc"]], rtol=1e-4)
+    assert probes[0]["seeds"] != probes[1]["seeds"]  # dropout draws differ per rank
+    # rank 0 made the cache; the other rank waited and opened it
+    assert (probes[0]["published"], probes[1]["published"]) == (2, 0)
+    assert not list((tmp_path / "cache").glob(".*part"))
+
+
+def test_a_distributed_run_resumes_from_rank_0s_checkpoint(context_data, one_process_run, tmp_path):
+    """Rank 1 never reads last.pt (it may not see rank 0's disk): rank 0 sends it. The resumed run runs
+    epoch 1 only and ends as the uninterrupted run."""
+    run = tmp_path / "ddp"
+    probe_train(context_data, run, tmp_path / "cache", 2, 8, "--epochs", "1")
+    probes, weights_ = probe_train(context_data, run, tmp_path / "cache", 2, 8, "--resume",
+                                   forbid_checkpoint=True)
+    assert [list(p["seen"]) for p in probes] == [["1"], ["1"]]
+    for k in weights_[0]:
+        torch.testing.assert_close(weights_[0][k], weights_[1][k], rtol=0, atol=0)
+        torch.testing.assert_close(weights_[0][k], one_process_run[1][k], rtol=1e-4, atol=1e-5)
 
 
 # lr x0.1 at epoch 8: without the drop, validation accuracy swung by up to 0.45 between epochs and the last

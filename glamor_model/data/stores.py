@@ -133,6 +133,7 @@ class ImageStore:
     """uint8 images and targets (N, S, S, C), face boxes (N, 4) in output pixels, labels."""
 
     def __init__(self, folder: Path):
+        self.folder = folder
         self.images = np.load(folder / "images.npy", mmap_mode="r")
         self.targets = np.load(folder / "targets.npy", mmap_mode="r")
         self.boxes = np.load(folder / "boxes.npy")
@@ -185,6 +186,7 @@ class ClipStore:
     """uint8 face crops (N, T, S, S, 3), frame mask (N, T), labels (N,), video ids."""
 
     def __init__(self, folder: Path):
+        self.folder = folder
         self.faces = np.load(folder / "faces.npy", mmap_mode="r")
         self.mask = np.load(folder / "mask.npy")
         self.labels = np.load(folder / "labels.npy")

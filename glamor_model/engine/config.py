@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from glamor_model.data.preprocess import Preprocess
-from glamor_model.models.registry import check_model_options
+from glamor_model.models.registry import check_model_options, model_family
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ class TrainConfig:
     amp: str = "auto"  # auto (bf16 on CUDA) | off | bf16 | fp16
     channels_last: str = "auto"  # auto (on CUDA) | on | off
     compile: bool = False
+    compile_mode: str = "default"  # torch.compile mode; reduce-overhead adds CUDA graphs
     normalize: bool = False  # ImageNet mean/std instead of plain [0, 1]
     context_face: str = "masked"  # masked | visible
     face_size: int = 96
@@ -45,12 +46,15 @@ class TrainConfig:
     cache_dir: str = ""  # default: ~/.cache/ncaer/arrays
     workers: int = 2  # processes that preprocess the images into the cache
     data_on_device: str = "auto"  # keep the uint8 arrays on the GPU when they fit
+    loader_workers: int | None = None  # processes reading arrays kept on disk (None: 4 on CUDA, 0 on the CPU)
+    log_every: int = 50  # steps between progress reports (each waits for the device)
     sync_bn: bool = False
     model_kwargs: dict = field(default_factory=dict)  # the model's options, e.g. face_weights for glamor-resnet18
 
     # options that may change when a run is resumed; data and boxes may move (the training samples
     # themselves must stay the same: engine.loop compares their identity)
-    RESUMABLE = ("epochs", "device", "workers", "cache_dir", "data_on_device", "out", "data", "boxes")
+    RESUMABLE = ("epochs", "device", "workers", "cache_dir", "data_on_device", "loader_workers", "log_every",
+                 "compile", "compile_mode", "out", "data", "boxes")
     # recorded as absolute paths, so `ncaer evaluate --run RUN` finds them from any folder
     PATHS = ("data", "boxes", "cache_dir")
 
@@ -90,5 +94,20 @@ def load_config(path: str | Path | None, overrides: dict) -> TrainConfig:
     if missing:
         raise ValueError(f"--{' and --'.join(missing)} required (on the command line or in the --config file)")
     config = TrainConfig.from_dict(values)
-    check_model_options(config.model, config.model_kwargs)
+    check_config(config)
     return config
+
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+
+
+def check_config(config: TrainConfig) -> None:
+    """Refuse options that cannot take effect (ValueError, KeyError for an unknown model)."""
+    check_model_options(config.model, config.model_kwargs)
+    if config.normalize and model_family(config.model) == "face-image":
+        raise ValueError(f"--normalize: {config.model} normalises its input inside the model (as FERAtt's "
+                         "reference code does); train it without --normalize")
+    if config.compile_mode not in COMPILE_MODES:
+        raise ValueError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, not {config.compile_mode!r}")
+    if config.log_every < 1:
+        raise ValueError("log_every must be at least 1")

@@ -38,7 +38,11 @@ def _train_options(f):
                      help="Mixed precision [auto: bf16 on CUDA, off on CPU]."),
         click.option("--channels-last", type=click.Choice(["auto", "on", "off"]), default=None,
                      help="[auto: on CUDA]"),
-        click.option("--compile/--no-compile", "compile_", default=None, help="torch.compile the model [off]."),
+        click.option("--compile/--no-compile", "compile_", default=None,
+                     help="torch.compile the augmentation and the model's forward and loss [off]."),
+        click.option("--compile-mode", type=click.Choice(["default", "reduce-overhead", "max-autotune"]), default=None,
+                     help="torch.compile mode; reduce-overhead replays CUDA graphs, which small batches need "
+                          "(one process only) [default]."),
         click.option("--normalize/--no-normalize", default=None, help="ImageNet mean/std [off: pixels in 0..1]."),
         click.option("--face-size", type=int, default=None, help="[96]"),
         click.option("--context-size", default=None, help="Context resize HxW before cropping [128x171]."),
@@ -52,6 +56,10 @@ def _train_options(f):
         click.option("--workers", type=int, default=None, help="Processes preprocessing images into the cache [2]."),
         click.option("--data-on-device", type=click.Choice(["auto", "on", "off"]), default=None,
                      help="Keep the uint8 arrays on the GPU [auto: when they fit]."),
+        click.option("--loader-workers", type=click.IntRange(0), default=None,
+                     help="Processes reading arrays kept on disk during training [4 on CUDA, 0 on the CPU]."),
+        click.option("--log-every", type=click.IntRange(1), default=None,
+                     help="Steps between progress updates; each waits for the GPU [50]."),
         click.option("--sync-bn", is_flag=True, default=None, help="SyncBatchNorm across processes (torchrun)."),
         click.option("--backbone", type=click.Choice(["conv", "resnet18"]), default=None,
                      help="Video models: per-frame CNN, GLAMOR's face encoder or the ResNet-18 face branch "
@@ -111,6 +119,7 @@ def train(config_file, resume, overwrite, list_models, **kw):
     multi-node: `torchrun --nproc_per_node N -m ncaer.cli train ...`.
     """
     from glamor_model.engine.config import load_config
+    from glamor_model.engine.distributed import RankFailed
     from glamor_model.engine.loop import RunExists
     from glamor_model.engine.loop import train as run_training
     from glamor_model.models import describe, model_options
@@ -134,7 +143,7 @@ def train(config_file, resume, overwrite, list_models, **kw):
     with _training_progress() as (on_step, on_epoch):
         try:
             final = run_training(config, resume=resume, overwrite=overwrite, on_step=on_step, on_epoch=on_epoch)
-        except (RunExists, ValueError, FileNotFoundError) as e:
+        except (RunExists, RankFailed, ValueError, FileNotFoundError) as e:
             raise click.ClickException(str(e)) from e
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 reports
         out_console.print(f"best {config.val_split} accuracy {final['best_val_acc']:.4f} at epoch "
