@@ -111,6 +111,39 @@ def test_batches_crop_flip_rotate_deterministically(context_data, cache):
     assert diffs.min() < 1e-6
 
 
+def test_loader_workers_give_the_batches_of_in_process_reading(context_data, cache):
+    prep = Preprocess(**SMALL)
+    store = cache_store(read_dataset(context_data).split("train"), prep, cache)
+    here, workers = (Batches(store, prep, 16, True, seed=3, loader_workers=w).epoch(2) for w in (0, 2))
+    for a, b in zip(here, workers, strict=True):
+        for x, y in zip(a[:3], b[:3]):
+            assert torch.equal(x, y)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("on_device", [True, False])
+def test_a_training_step_never_waits_for_the_gpu(context_data, cache, on_device):
+    """CUDA's sync debug mode raises on any blocking copy or host read during the steps."""
+    from glamor_model.engine.loop import TrainStep, run_epoch
+    from glamor_model.engine.optim import create_optimizer
+    from glamor_model.models import create_model
+
+    prep, device = Preprocess(**SMALL), torch.device("cuda")
+    store = cache_store(read_dataset(context_data).split("train"), prep, cache)
+    batches = Batches(store, prep, 16, True, device=device, on_device=on_device, channels_last=True)
+    config = TrainConfig(data="d", out="o", **SMALL)
+    model = create_model("glamor", num_classes=3).to(device, memory_format=torch.channels_last)
+    step = TrainStep(model, model, create_optimizer(model.parameters(), config, device), config, device,
+                     batches.make)
+    run_epoch(step, batches, 0, log_every=10**6)  # warm-up: cuDNN autotuning may synchronise
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = run_epoch(step, batches, 1, log_every=10**6)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert out["samples"] == len(store)
+
+
 def test_two_ranks_share_an_epoch_without_overlap(context_data, cache):
     prep = Preprocess(**SMALL)
     store = cache_store(read_dataset(context_data).split("train"), prep, cache)
@@ -149,8 +182,9 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(context_data, ca
                                   m_cut.drop(columns=["samples_per_s", "seconds"]))
 
 
-def test_the_loss_scale_of_fp16_training_is_saved_and_resumed(context_data, cache, tmp_path):
-    config = small_config(context_data, tmp_path / "r", cache, epochs=1, amp="fp16", model="context-none")
+def test_the_loss_scale_of_fp16_training_is_saved_and_resumed(cache, tmp_path):
+    tiny = make_dataset(tmp_path / "tiny", "context", {"train": 4, "val": 1})  # fp16 is slow on the CPU
+    config = small_config(tiny, tmp_path / "r", cache, epochs=1, amp="fp16", model="context-none")
     train(config)
     last = torch.load(tmp_path / "r" / "last.pt", weights_only=True)
     assert last["scaler"]["scale"] > 0

@@ -57,6 +57,17 @@ def preprocess(rgb: np.ndarray, box, prep: Preprocess) -> tuple[np.ndarray, np.n
     return face_img, context
 
 
+def face_image(rgb: np.ndarray, box, size: int, grayscale: bool) -> np.ndarray:
+    """A face-image model's input (size x size x 1 or 3, uint8): the face cut at its box (the whole
+    image without one) and resized with INTER_AREA, in gray when the model is."""
+    if box is not None:
+        x1, y1, x2, y2 = (int(v) for v in box)
+        if x2 > x1 and y2 > y1:
+            rgb = rgb[max(y1, 0):y2, max(x1, 0):x2]
+    face = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(face, cv2.COLOR_RGB2GRAY)[..., None] if grayscale else face
+
+
 def model_inputs(faces: np.ndarray, contexts: np.ndarray, prep: Preprocess, normalize: bool):
     """uint8 NHWC faces and resized contexts -> float32 NCHW (face, centre-cropped context)."""
     cy, cx = prep.centre

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from .preprocess import Preprocess, preprocess
+from .preprocess import Preprocess, face_image, preprocess
 
 
 def _load_one(args) -> tuple[np.ndarray, np.ndarray, str]:
@@ -109,24 +109,17 @@ def _load_image_pair(args) -> tuple[np.ndarray, np.ndarray, tuple, str]:
     if bgr is None:
         blank = np.zeros((size, size, 1 if gray else 3), np.uint8)
         return blank, blank, (0, 0, size, size), f"unreadable image {path}"
-    h, w = bgr.shape[:2]
-    if target is not None:
-        tgt = cv2.imread(target, cv2.IMREAD_COLOR)
-        tgt = np.zeros_like(bgr) if tgt is None else tgt
-        sx, sy = size / w, size / h
-        out_box = (0, 0, size, size) if box is None else (
-            round(box[0] * sx), round(box[1] * sy), round(box[2] * sx), round(box[3] * sy))
-    else:
-        if box is not None:
-            x1, y1, x2, y2 = (int(v) for v in box)
-            bgr = bgr[max(y1, 0):y2, max(x1, 0):x2] if (y2 > y1 and x2 > x1) else bgr
-        tgt, out_box = bgr, (0, 0, size, size)
-    pair = []
-    for img in (bgr, tgt):
-        img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)[..., None] if gray else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-        pair.append(img)
-    return pair[0], pair[1], out_box, ""
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    if target is None:  # clean faces
+        face = face_image(rgb, box, size, gray)
+        return face, face, (0, 0, size, size), ""
+    tgt = cv2.imread(target, cv2.IMREAD_COLOR)
+    tgt = np.zeros_like(rgb) if tgt is None else cv2.cvtColor(tgt, cv2.COLOR_BGR2RGB)
+    h, w = rgb.shape[:2]
+    sx, sy = size / w, size / h
+    out_box = (0, 0, size, size) if box is None else (
+        round(box[0] * sx), round(box[1] * sy), round(box[2] * sx), round(box[3] * sy))
+    return face_image(rgb, None, size, gray), face_image(tgt, None, size, gray), out_box, ""
 
 
 class ImageStore:

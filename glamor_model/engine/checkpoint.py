@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -22,7 +24,13 @@ def load_run(run: str | Path, checkpoint: str = "best", device="cpu"):
     path = run / f"{checkpoint}.pt" if checkpoint in ("best", "last") else Path(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: is {run} a directory written by `ncaer train`?")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    try:  # tensors and plain values only: unpickling anything else can run code
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL (\S+)", str(e))  # what torch would have had to import
+        what = f" ({found.group(1)})" if found else ""
+        raise ValueError(f"{path} refused: it holds more than tensors and plain values{what}, and unpickling that "
+                         "can run code; `ncaer train` writes no such checkpoint") from e
     # pretrained-weight files were read at training time; their values are in the checkpoint
     kwargs = {k: v for k, v in ckpt.get("model_kwargs", {}).items() if not k.endswith("_weights")}
     model = create_model(ckpt["model_name"], num_classes=len(ckpt["classes"]), **kwargs)

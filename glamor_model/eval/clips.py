@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 
 from glamor_model.data.batches import ClipBatches
+from glamor_model.data.datasets import read_dataset
 from glamor_model.data.preprocess import Preprocess
 from glamor_model.data.stores import clip_store
 from glamor_model.data.videos import ensure_build
@@ -27,6 +28,9 @@ def evaluate_clips(model, ckpt: dict, data: str, split: str, out: Path, device, 
     config = ckpt["config"]
     prep = Preprocess(**ckpt["prep"])
     build = ensure_build(data, config["frames"], cache_dir, workers)
+    found = read_dataset(build).classes  # as training reads them
+    if found != ckpt["classes"]:
+        raise ValueError(f"{data} has classes {found}, the model was trained on {ckpt['classes']}")
     store = clip_store(build, split, config["frames"], prep, cache_dir)
     batches = ClipBatches(store, 32, False, device=device, normalize=ckpt["normalize"])
     logits, frame_probs = [], []

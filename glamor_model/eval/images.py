@@ -26,6 +26,8 @@ def evaluate_images(model, ckpt: dict, data: str, split: str, out: Path, device,
     the share of attention inside the face box."""
     config = ckpt["config"]
     dataset = read_dataset(data, boxes or config.get("boxes"))
+    if dataset.classes != ckpt["classes"]:
+        raise ValueError(f"{data} has classes {dataset.classes}, the model was trained on {ckpt['classes']}")
     samples = dataset.split(split)
     if samples.empty:
         raise ValueError(f"{data} has no {split!r} samples")

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from glamor_model.engine.checkpoint import load_run
+from glamor_model.models import model_family
 
 from .predict import METADATA_KEY
 
@@ -30,13 +31,18 @@ class _Exported(nn.Module):
 def export_onnx(run: str | Path, path: str | Path, checkpoint: str = "best", tolerance: float = 1e-4) -> dict:
     """Write `path` (dynamic batch) with the run's classes and preprocessing in its metadata.
 
-    Returns {"path", "outputs", "max_abs_diff"}; raises if onnxruntime differs from PyTorch
-    by more than `tolerance` on a random batch of a size the export never saw.
+    Returns {"path", "outputs", "max_abs_diff"}; raises ValueError for a face-image or clip model, and
+    RuntimeError if onnxruntime differs from PyTorch by more than `tolerance` on a random batch of a size
+    the export never saw.
     """
     import onnx
     import onnxruntime as ort
 
     model, ckpt = load_run(run, checkpoint, "cpu")
+    family = model_family(ckpt["model_name"])
+    if family != "frame":  # the graph's inputs and `predict --onnx` are a frame model's: face and context
+        raise ValueError(f"{ckpt['model_name']} is a {family} model; `ncaer export` exports frame models only. "
+                         f"Run it with PyTorch: `ncaer predict --run {run}`")
     prep = ckpt["prep"]
     wrapper = _Exported(model).eval()
     face = torch.rand(2, 3, prep["face_size"], prep["face_size"])

@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from glamor_model.data.preprocess import Preprocess, model_inputs, preprocess
+from glamor_model.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess, face_image, model_inputs, preprocess
 from glamor_model.eval.plots import attention_overlay
 from glamor_model.pooling import POOLINGS, pool
 from ncaer.dataset.layout import IMAGE_EXTENSIONS
@@ -39,34 +39,74 @@ class Predictor:
     prep: Preprocess
     normalize: bool
     runtime: str
+    name: str  # the model's registry name
+    family = "frame"  # what the model takes (glamor_model.models.registry): frame, face-image or video
+    frames: int | None = None  # clip models: the frames per clip they were trained on
 
-    def __call__(self, faces: np.ndarray, contexts: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """uint8 faces (N, S, S, 3) and contexts (N, H, W, 3) -> probabilities (N, C), attention (N, HW) or None."""
+    def face_inputs(self, rgb: np.ndarray, box) -> tuple[np.ndarray, ...]:
+        """One face's uint8 model inputs: its crop and the frame with it masked (frame models)."""
+        return preprocess(rgb, box, self.prep)
+
+    def __call__(self, *inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Stacked face_inputs -> probabilities (N, C), attention over the context crop (N, HW) or None."""
         raise NotImplementedError
 
 
 class TorchPredictor(Predictor):
+    """A run's model in PyTorch: a frame model (face and context), a face-image model (FERAtt,
+    PreActResNet-18: the face alone) or a clip model (`clip`: the subject's faces over a video)."""
+
     def __init__(self, run: str | Path, checkpoint: str = "best", device: str = "auto"):
         import torch
 
         from glamor_model.engine.checkpoint import load_run
         from glamor_model.engine.device import pick_device
+        from glamor_model.models import model_family
 
         self.torch, self.device = torch, pick_device(device)
         try:
             self.model, ckpt = load_run(run, checkpoint, self.device)
-        except FileNotFoundError as e:
+        except (FileNotFoundError, ValueError) as e:
             raise PredictError(str(e)) from e
         self.classes, self.prep, self.normalize = ckpt["classes"], Preprocess(**ckpt["prep"]), ckpt["normalize"]
+        self.name, self.family, config = ckpt["model_name"], model_family(ckpt["model_name"]), ckpt["config"]
+        if self.family == "face-image":
+            self.image_size, self.grayscale = config["image_size"], config["grayscale"]
+        elif self.family == "video":
+            self.frames = config["frames"]
         self.runtime = f"pytorch on {self.device}"
 
-    def __call__(self, faces, contexts):
-        f, c = model_inputs(faces, contexts, self.prep, self.normalize)
+    def face_inputs(self, rgb, box):
+        if self.family == "face-image":
+            return (face_image(rgb, box, self.image_size, self.grayscale),)
+        return super().face_inputs(rgb, box)
+
+    def _scaled(self, x: np.ndarray, normalize: bool):
+        """uint8 (..., H, W, C) -> float (..., C, H, W) on the device, as the training batches scale them."""
+        t = self.torch.from_numpy(x).to(self.device).movedim(-1, -3).float().div(255)
+        if normalize:
+            t = (t - t.new_tensor(IMAGENET_MEAN)[:, None, None]) / t.new_tensor(IMAGENET_STD)[:, None, None]
+        return t
+
+    def __call__(self, *inputs):
         with self.torch.inference_mode():
+            if self.family == "face-image":  # trained on [0, 1] images: ImageBatches does not normalise
+                out = self.model(self._scaled(inputs[0], False))
+                return self.torch.softmax(out["logits"].float(), 1).cpu().numpy(), None
+            f, c = model_inputs(*inputs, self.prep, self.normalize)
             out = self.model.forward_all(self.torch.from_numpy(f).to(self.device),
                                          self.torch.from_numpy(c).to(self.device))
         probs = self.torch.softmax(out["logits"].float(), 1).cpu().numpy()
         return probs, (out["attention"].float().cpu().numpy() if "attention" in out else None)
+
+    def clip(self, faces: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Clip model: uint8 face crops (T, S, S, 3) and the frames that have one (T,) -> the clip's
+        probabilities by the model's own pooling (C,) and its per-frame probabilities (T, C)."""
+        with self.torch.inference_mode():
+            out = self.model.forward_all(self._scaled(faces, self.normalize)[None],
+                                         self.torch.from_numpy(mask).to(self.device)[None])
+        return (self.torch.softmax(out["logits"].float(), 1)[0].cpu().numpy(),
+                out["frame_probs"][0].float().cpu().numpy())
 
 
 def read_metadata(path: str | Path, session=None) -> dict:
@@ -91,6 +131,7 @@ class OnnxPredictor(Predictor):
             raise PredictError(str(e)) from e
         meta = read_metadata(path, self.session)
         self.classes, self.prep, self.normalize = meta["classes"], Preprocess(**meta["prep"]), meta["normalize"]
+        self.name = meta["model"]
         self.outputs = meta["outputs"]
         self.runtime = f"onnxruntime on {self.session.get_providers()[0]}"
 
@@ -114,14 +155,15 @@ class FaceResult:
 
 
 def classify_faces(rgb: np.ndarray, dets: np.ndarray, predictor: Predictor) -> list[FaceResult]:
-    """Each detected face, with its own face masked in the context, through the model in one batch."""
+    """Each detected face (with its own face masked in the context, for frame models) through the model in
+    one batch."""
     h, w = rgb.shape[:2]
     boxes = [(pixel_box(d, w, h), float(d[4])) for d in dets]
     boxes = [(b, s) for b, s in boxes if b is not None]
     if not boxes:
         return []
-    inputs = [preprocess(rgb, b, predictor.prep) for b, _ in boxes]
-    probs, attention = predictor(np.stack([i[0] for i in inputs]), np.stack([i[1] for i in inputs]))
+    inputs = [predictor.face_inputs(rgb, b) for b, _ in boxes]
+    probs, attention = predictor(*map(np.stack, zip(*inputs)))
     results = []
     for k, (box, score) in enumerate(boxes):
         side = int(round(np.sqrt(attention.shape[1]))) if attention is not None else 0
@@ -129,6 +171,23 @@ def classify_faces(rgb: np.ndarray, dets: np.ndarray, predictor: Predictor) -> l
                                   dict(zip(predictor.classes, map(float, probs[k]))),
                                   attention[k].reshape(side, -1) if attention is not None else None))
     return results
+
+
+def classify_clip(frames: list[np.ndarray], subject: list[np.ndarray | None],
+                  predictor: TorchPredictor) -> tuple[list[FaceResult | None], np.ndarray | None]:
+    """A clip model once over the subject's face in each frame (`subject`: its detection or None; frames
+    without it are masked out): per-frame results from the model's frame classifier, and the clip
+    probabilities of its own pooling (None when no frame has the subject)."""
+    boxes = [pixel_box(d, rgb.shape[1], rgb.shape[0]) if d is not None else None for rgb, d in zip(frames, subject)]
+    mask = np.array([b is not None for b in boxes])
+    if not mask.any():
+        return [None] * len(frames), None
+    faces = np.stack([preprocess(rgb, b, predictor.prep)[0] for rgb, b in zip(frames, boxes)])  # black if none
+    clip, frame_probs = predictor.clip(faces, mask)
+    results = [FaceResult(b, float(d[4]), predictor.classes[int(p.argmax())],
+                          dict(zip(predictor.classes, map(float, p)))) if b is not None else None
+               for b, d, p in zip(boxes, subject, frame_probs)]
+    return results, clip
 
 
 def attention_region(shape, prep: Preprocess) -> tuple[int, int, int, int]:
@@ -159,6 +218,8 @@ def annotate(rgb: np.ndarray, faces: list[FaceResult], prep: Preprocess, show_at
 
 def predict_image(path: Path, detector, predictor: Predictor, subject_only: bool = False):
     """(JSON record, RGB image, face results) for one picture."""
+    if predictor.family == "video":
+        raise PredictError(f"{path}: {predictor.name} is a clip model; it classifies videos, not pictures")
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
         raise PredictError(f"{path}: not a readable image")
@@ -195,31 +256,40 @@ def predict_video(path: Path, detector, predictor: Predictor, frames: int = 16, 
     if decoded is None:
         raise PredictError(f"{path}: not a readable video ({'; '.join(errors)})")
     dets = detector.detect(decoded.frames)
-    subject = choose_subject(dets)
+    subject = [d[row] if row is not None else None for d, row in zip(dets, choose_subject(dets))]
+    if predictor.family == "video":
+        faces, clip = classify_clip(decoded.frames, subject, predictor)
+    else:
+        faces = []
+        for rgb, d in zip(decoded.frames, subject):
+            found = classify_faces(rgb, d[None], predictor) if d is not None else []
+            faces.append(found[0] if found else None)
     per_frame, results, probs = [], {}, []
-    for pick, rgb, frame_dets, row in zip(decoded.picks, decoded.frames, dets, subject):
+    for pick, frame_dets, face in zip(decoded.picks, dets, faces):
         entry = {"frame_index": pick.frame_index, "timestamp_s": round(pick.timestamp_s, 4),
                  "faces_seen": len(frame_dets)}
-        if row is not None:
-            face = classify_faces(rgb, frame_dets[row : row + 1], predictor)
-            if face:
-                results[pick.frame_index] = face[0]
-                probs.append([face[0].probabilities[c] for c in predictor.classes])
-                entry.update(face[0].to_json())
+        if face is not None:
+            results[pick.frame_index] = face
+            probs.append([face.probabilities[c] for c in predictor.classes])
+            entry.update(face.to_json())
         per_frame.append(entry)
     record = {"input": str(path), "kind": "video", "frames_sampled": len(per_frame), "frames_with_face": len(probs),
               "n_frames": decoded.info.n_frames, "fps": round(decoded.info.fps, 3), "frames": per_frame}
     if probs:
         scores = np.array(probs)
         record["clip"] = {}
+        if predictor.family == "video":  # the clip model's own pooling; the others pool its frame scores
+            record["clip"]["model"] = _clip_entry(clip, predictor.classes)
         for how in POOLINGS:
-            p = pool(scores, how, beta)
-            record["clip"][how] = {"label": predictor.classes[int(p.argmax())],
-                                   "scores": {c: round(float(v), 5) for c, v in zip(predictor.classes, p)}}
+            record["clip"][how] = _clip_entry(pool(scores, how, beta), predictor.classes)
         record["clip"]["beta"] = beta
     else:
         record["warning"] = "no face found in any sampled frame"
     return VideoPrediction(record, results)
+
+
+def _clip_entry(scores: np.ndarray, classes: list[str]) -> dict:
+    return {"label": classes[int(scores.argmax())], "scores": {c: round(float(v), 5) for c, v in zip(classes, scores)}}
 
 
 def write_annotated_video(path: Path, out: Path, prediction: VideoPrediction, prep: Preprocess,
@@ -262,10 +332,15 @@ def list_inputs(target: Path) -> list[Path]:
 
 
 def run_predict(target: Path, predictor: Predictor, detector, out: Path, subject_only: bool = False,
-                frames: int = 16, beta: float = 5.0, show_attention: bool = False, annotate_files: bool = True,
-                on_item=None) -> dict:
-    """Predict every input; write predictions.json and annotated copies in `out`."""
+                frames: int | None = None, beta: float = 5.0, show_attention: bool = False,
+                annotate_files: bool = True, on_item=None) -> dict:
+    """Predict every input; write predictions.json and annotated copies in `out`. `frames` per video:
+    by default a clip model's own, else 16."""
     paths = list_inputs(target)  # before the output folder exists: a bad target leaves nothing behind
+    if predictor.family == "video" and not any(p.suffix.lower() in VIDEO_EXTENSIONS for p in paths):
+        raise PredictError(f"{predictor.name} is a clip model; it classifies videos "
+                           f"({', '.join(VIDEO_EXTENSIONS)}), and {target} holds none")
+    frames = frames or predictor.frames or 16
     out.mkdir(parents=True, exist_ok=True)
     records, analysed, t0 = [], 0, time.perf_counter()
     for path in paths:
@@ -289,7 +364,8 @@ def run_predict(target: Path, predictor: Predictor, detector, out: Path, subject
         if on_item:
             on_item(record)
     seconds = time.perf_counter() - t0
-    summary = {"runtime": predictor.runtime, "detector": detector.name, "classes": predictor.classes,
+    summary = {"runtime": predictor.runtime, "model": predictor.name, "detector": detector.name,
+               "classes": predictor.classes,
                "inputs": records, "frames_analysed": analysed, "seconds": round(seconds, 3),
                "frames_per_s": round(analysed / seconds, 3) if seconds > 0 else None}
     (out / "predictions.json").write_text(json.dumps(summary, indent=2) + "\n")

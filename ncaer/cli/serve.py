@@ -21,9 +21,12 @@ from .common import out_console
               help="Folder for predictions.json and annotated images/videos.")
 @click.option("--subject-only", is_flag=True, help="Images: only the most prominent face (videos always follow "
                                                    "one subject).")
-@click.option("--frames", default=16, show_default=True, type=click.IntRange(1),
-              help="Videos: frames analysed (middles of equal-duration segments).")
-@click.option("--beta", default=5.0, show_default=True, type=float, help="Videos: temporal softmax pooling beta.")
+@click.option("--frames", default=None, type=click.IntRange(1),
+              help="Videos: frames analysed (middles of equal-duration segments) [default: a clip model's own, "
+                   "else 16].")
+@click.option("--beta", default=5.0, show_default=True, type=float,
+              help="Videos: temporal softmax pooling beta for the frame scores (a clip model also pools with "
+                   "its own).")
 @click.option("--attention", is_flag=True, help="Overlay the context attention on annotated outputs.")
 @click.option("--no-annotate", is_flag=True, help="Only write predictions.json.")
 @click.option("--detector", default="centerface", show_default=True, type=click.Choice(["centerface", "scrfd"]))
@@ -35,7 +38,9 @@ def predict(target, run, onnx_path, checkpoint, out, subject_only, frames, beta,
     """Recognise emotions in an image, a folder of images and videos, or a video.
 
     Faces are detected; each face (or, in videos, one subject followed over the clip)
-    is classified in its context. Prints a table and writes OUT/predictions.json (per
+    is classified: in its context by frame models, alone by face-image models (FERAtt,
+    PreActResNet-18). Clip models (video-*) classify videos only, with their own
+    pooling over the subject's faces. Prints a table and writes OUT/predictions.json (per
     face: box, label, probabilities; per video: per-frame results and the clip label
     pooled by mean, max and temporal softmax) and annotated copies of the inputs.
     """
@@ -72,9 +77,10 @@ def predict(target, run, onnx_path, checkpoint, out, subject_only, frames, beta,
         elif "clip" in rec:
             found = True
             c = rec["clip"]
-            labels = " / ".join(f"{c[kind]['label']} ({kind})" for kind in ("softmax", "mean", "max"))
+            kinds = [k for k in ("model", "softmax", "mean", "max") if k in c]  # a clip model's own pooling first
+            labels = " / ".join(f"{c[k]['label']} ({summary['model'] if k == 'model' else k})" for k in kinds)
             table.add_row(name, f"clip ({rec['frames_with_face']}/{rec['frames_sampled']} frames)", "", labels,
-                          f"{c['softmax']['scores'][c['softmax']['label']]:.2f}")
+                          f"{c[kinds[0]]['scores'][c[kinds[0]]['label']]:.2f}")
         else:
             table.add_row(name, "clip", "", "[yellow]no face found", "")
     out_console.print(table)
@@ -90,12 +96,13 @@ def predict(target, run, onnx_path, checkpoint, out, subject_only, frames, beta,
 @click.option("--checkpoint", default="best", show_default=True)
 def export(run, onnx_path, checkpoint):
     """Export a trained frame model to ONNX (dynamic batch), checking that onnxruntime reproduces
-    PyTorch. The file carries the classes and preprocessing, so `ncaer predict --onnx` needs nothing else."""
+    PyTorch. The file carries the classes and preprocessing, so `ncaer predict --onnx` needs nothing else.
+    Face-image and clip models are not exported: `ncaer predict --run` serves them."""
     from glamor_model.serve.export import export_onnx
 
     try:
         info = export_onnx(run, onnx_path, checkpoint)
-    except (FileNotFoundError, RuntimeError) as e:
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
         raise click.ClickException(str(e)) from e
     out_console.print(f"exported {info['model']} to {info['path']} (outputs: {', '.join(info['outputs'])}); "
                       f"onnxruntime vs PyTorch max abs difference {info['max_abs_diff']:.2e}")
