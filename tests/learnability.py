@@ -1,4 +1,5 @@
-"""Generated datasets where only the context, or only the face, carries the label.
+"""Generated datasets where only the context, or only the face, carries the label, and one
+where the face says which part of the context does (`make_keyed_dataset`).
 
 Written in the NCAER-S release layout (images/ + crop/*.txt) so the training code
 reads them like any dataset. Three classes; each frame has a face-sized patch at a
@@ -55,6 +56,62 @@ def make_dataset(root, carrier: str, per_class: dict[str, int], seed: int = 0) -
                 img[y : y + size, x : x + size] = face
                 cv2.imwrite(str(root / "images" / split / label / f"{i:04d}.png"), img)
                 (root / "crop" / split / label / f"{i:04d}.txt").write_text(f"{x},{y},{x + size},{y + size}\n")
+    return root
+
+
+KEY_COLOURS = ((230, 40, 40), (40, 200, 40), (40, 60, 230))  # RGB: red, green, blue
+# top rows of the two bands of make_keyed_dataset, 32 px high. In the tests' 64x86 context (half size) they are rows
+# 4-20 and 36-52: the 56-px evaluation crop (rows 4-60) puts them on the first and last row of the 3x3 context map
+# (training crops move them by 4 px at most); the map's middle row is plain background.
+BAND_ROWS = (8, 72)
+
+
+def make_keyed_dataset(root, per_class: dict[str, int], seed: int = 0) -> Path:
+    """Only the face says where in the context the label is: a test of GLAMOR-Net's Global-Local Attention.
+
+    Two bands cross the whole frame (so no crop cuts them off), each a class texture in grey broken every 40 px by
+    a 20-px block of its key colour (red, green or blue; the two bands' keys differ, their order is random). The
+    face, under the bands, is a patch of one of the two keys. The label is the texture of the band whose key is the
+    face's; the other band shows one of the two other classes. So the face alone says nothing of the label (its
+    key is drawn apart from it), and the context alone narrows it to the two textures it shows (chance 1/2; with
+    every pair of textures equally often in each class). A model has to match the face's key to a band's key and
+    read that band's texture. GLA does this by construction: the face vector and each context position's
+    features decide that position's weight. Average pooling (no attention, or uniform weights) keeps no "where":
+    it must learn features that each bind one key to one texture, which it does far more slowly.
+
+    Writes `bands.csv` (image, key, target: "top" or "bottom", the band the face points to) next to images/.
+    """
+    import pandas as pd
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for split, n in per_class.items():
+        for label_id, label in enumerate(CLASSES):
+            (root / "images" / split / label).mkdir(parents=True, exist_ok=True)
+            (root / "crop" / split / label).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                img = rng.integers(100, 156, (H, W, 3)).astype(np.uint8)
+                keys = rng.choice(len(KEY_COLOURS), 2, replace=False)  # top band's key, bottom band's key
+                target = int(rng.integers(2))
+                other = int(rng.choice([c for c in range(len(CLASSES)) if c != label_id]))
+                for band, (y0, key) in enumerate(zip(BAND_ROWS, keys)):
+                    texture = _pattern(label_id if band == target else other, rng, 32, W).mean(2, keepdims=True)
+                    block = np.clip(np.array(KEY_COLOURS[key]) + rng.integers(-20, 21, 3), 0, 255)
+                    strip = np.repeat(texture, 3, 2)
+                    for x0 in range(-int(rng.integers(40)), W, 40):
+                        strip[:, max(x0, 0) : max(x0 + 20, 0)] = block
+                    img[y0 : y0 + 32] = strip.astype(np.uint8)
+                size = int(rng.integers(20, 25))
+                x, y = int(rng.integers(0, W - size)), int(rng.integers(BAND_ROWS[1] + 32, H - size + 1))
+                face = (np.array(KEY_COLOURS[keys[target]]) + rng.integers(-20, 21, 3)
+                        + rng.integers(-40, 41, (size, size, 3)))
+                img[y : y + size, x : x + size] = np.clip(face, 0, 255).astype(np.uint8)
+                name = f"{split}/{label}/{i:04d}"
+                cv2.imwrite(str(root / "images" / f"{name}.png"), img[:, :, ::-1])  # RGB -> BGR
+                (root / "crop" / f"{name}.txt").write_text(f"{x},{y},{x + size},{y + size}\n")
+                rows.append({"image": f"{name}.png", "key": int(keys[target]), "target": ("top", "bottom")[target]})
+    pd.DataFrame(rows).to_csv(root / "bands.csv", index=False)
     return root
 
 
