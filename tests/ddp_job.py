@@ -6,7 +6,8 @@ training indices each epoch, how many cache folders this rank published, its dro
 per epoch) and PROBE_OUT/weights-rank{R}.pt (the model's weights at the end). Rank 0
 publishes slowly, so a rank that does not wait for it would publish too.
 With PROBE_FORBID_CHECKPOINT set, a rank other than 0 that reads last.pt fails, as one that
-cannot see rank 0's run directory would.
+cannot see rank 0's run directory would. With PROBE_RANK1_DATA set, rank 1 reads that dataset
+instead of --data, as a node whose copy of the data differs would.
 """
 
 import json
@@ -91,8 +92,12 @@ loop._seed_epoch = recording_seed_epoch
 if os.environ.get("PROBE_FORBID_CHECKPOINT") and rank != 0:
     loop._load_checkpoint = forbidden_load
 
+args = sys.argv[1:]
+if os.environ.get("PROBE_RANK1_DATA") and rank == 1:
+    args[args.index("--data") + 1] = os.environ["PROBE_RANK1_DATA"]
+
 try:
-    main(sys.argv[1:], standalone_mode=False)
+    main(args, standalone_mode=False)
 finally:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"probe-rank{rank}.json").write_text(json.dumps(probe))

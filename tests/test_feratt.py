@@ -33,13 +33,24 @@ def test_representation_loss_against_a_hand_computed_example():
     p = [1 / (1 + np.exp(-(4 - 0.25) / 2)), 1 / (1 + np.exp(-(0 - 2.25) / 2)), 1 / (1 + np.exp(-(1 - 0.25) / 2))]
     y1 = [1, 0, 1]  # y_i0
     expected = np.mean([(p[i] - y1[i]) ** 2 + ((1 - p[i]) - (1 - y1[i])) ** 2 for i in range(3)])
-    assert float(representation_loss(z, y, sigma=1.0)) == pytest.approx(expected, rel=1e-6)
+    assert float(representation_loss(z, y, 2, sigma=1.0)) == pytest.approx(expected, rel=1e-6)
 
 
 def test_representation_loss_ignores_classes_absent_from_the_batch():
+    torch.manual_seed(0)
     z = torch.randn(6, 4)
     y = torch.tensor([0, 0, 3, 3, 3, 0])
-    assert torch.isfinite(representation_loss(z, y))
+    # classes 1, 2 and 4 absent: the loss of the same batch with only its two classes
+    expected = representation_loss(z, torch.tensor([0, 0, 1, 1, 1, 0]), 2)
+    torch.testing.assert_close(representation_loss(z, y, 5), expected)
+
+
+def test_representation_loss_compiles_to_one_graph():
+    """Shapes that do not depend on the batch's classes: no graph break, no wait for the device."""
+    torch._dynamo.reset()
+    compiled = torch.compile(representation_loss, fullgraph=True, dynamic=False)
+    z, y = torch.randn(6, 4), torch.tensor([0, 0, 3, 3, 3, 0])
+    torch.testing.assert_close(compiled(z, y, 5), representation_loss(z, y, 5))
 
 
 @pytest.mark.parametrize("name,channels", [("feratt", 3), ("feratt", 1), ("preactresnet18", 3)])

@@ -1,6 +1,7 @@
 """Training, evaluation, resume, determinism, DDP, learnability and the ablation grid."""
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -15,7 +16,7 @@ import torch
 import yaml
 from click.testing import CliRunner
 
-from glamor_model.data.batches import Batches
+from glamor_model.data.batches import Batches, epoch_draws, shard
 from glamor_model.data.datasets import read_dataset
 from glamor_model.data.preprocess import Preprocess
 from glamor_model.data.stores import cache_store
@@ -70,7 +71,7 @@ def test_lr_schedule_follows_the_reference_recipe():
 def test_normalize_is_refused_for_models_that_normalise_their_input_themselves(context_data, tmp_path):
     result = CliRunner().invoke(main, ["train", "--data", str(context_data), "--out", str(tmp_path / "r"),
                                        "--model", "feratt", "--normalize"])
-    assert result.exit_code == 2 and "normalises its input inside the model" in result.output
+    assert result.exit_code == 2 and "is not for feratt" in result.output
     assert not (tmp_path / "r").exists()
 
 
@@ -118,6 +119,29 @@ def test_loader_workers_give_the_batches_of_in_process_reading(context_data, cac
     for a, b in zip(here, workers, strict=True):
         for x, y in zip(a[:3], b[:3]):
             assert torch.equal(x, y)
+
+
+def test_loader_workers_leave_training_unchanged(context_data, cache, tmp_path):
+    """A DataLoader seeds its workers from a generator; from the global one, it would shift every
+    dropout draw after it, and a run resumed with another --loader-workers would not end as the
+    uninterrupted one."""
+    runs = []
+    for w in (0, 2):
+        config = small_config(context_data, tmp_path / f"w{w}", cache, model="context-none", epochs=1,
+                              data_on_device="off", loader_workers=w)
+        train(config)
+        runs.append(weights(tmp_path / f"w{w}" / "last.pt"))
+    for k in runs[0]:
+        assert torch.equal(runs[0][k], runs[1][k]), k
+
+
+@pytest.mark.parametrize("n,world", [(2, 8), (5, 2), (3, 3), (1, 4)])
+def test_every_rank_gets_as_many_positions_and_all_are_covered(n, world):
+    shares = [shard(np.arange(n), r, world) for r in range(world)]
+    assert {len(s) for s in shares} == {math.ceil(n / world)}
+    assert set(np.concatenate(shares)) == set(range(n))
+    draws = [epoch_draws(n, 2, 0, 0, r, world) for r in range(world)]
+    assert {len(d) for d in draws} == {math.ceil(n / world)}
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -201,6 +225,13 @@ def test_a_checkpoint_that_would_run_code_is_refused(context_data, cache, tmp_pa
     torch.save({**last, "payload": Path(".")}, tmp_path / "r" / "last.pt")  # any pickled object
     with pytest.raises(RunExists, match="not read"):
         train(replace(config, epochs=2), resume=True)
+    data = (tmp_path / "r" / "best.pt").read_bytes()
+    (tmp_path / "r" / "last.pt").write_bytes(data[: len(data) // 2])  # cut short, as by a full disk
+    with pytest.raises(RunExists, match="cannot be read as a checkpoint"):
+        train(replace(config, epochs=2), resume=True)
+    (tmp_path / "r" / "best.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="cannot be read as a checkpoint"):
+        evaluate_run(config.out, checkpoint="best", cache_dir=cache)
 
 
 def test_overwrite_removes_the_old_checkpoints_before_training(context_data, cache, tmp_path):
@@ -210,9 +241,12 @@ def test_overwrite_removes_the_old_checkpoints_before_training(context_data, cac
     def stop(*_):
         raise KeyboardInterrupt
 
+    evaluate_run(config.out, checkpoint="best", cache_dir=cache)
+    assert (tmp_path / "r" / "eval-test" / "results.json").exists()
     with pytest.raises(KeyboardInterrupt):
-        train(config, overwrite=True, on_step=stop)
-    assert not {"best.pt", "last.pt", "metrics.csv"} & {p.name for p in (tmp_path / "r").iterdir()}
+        train(replace(config, lr=0.01), overwrite=True, on_step=stop)
+    assert not {"best.pt", "last.pt", "metrics.csv", "eval-test"} & {p.name for p in (tmp_path / "r").iterdir()}
+    assert yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())["lr"] == 0.01  # the new run's
 
 
 def test_a_run_resumes_after_its_data_moved_but_not_on_other_data(context_data, face_data, cache, tmp_path):
@@ -291,6 +325,37 @@ def probe_train(data, out, cache, processes: int, batch_size: int, *extra, forbi
     probes = [json.loads((out / f"probe-rank{r}.json").read_text()) for r in range(processes)]
     weights_ = [torch.load(out / f"weights-rank{r}.pt") for r in range(processes)]
     return probes, weights_
+
+
+def failing_ddp_job(data, run, cache, *extra, **env) -> str:
+    """tests/ddp_job.py on two processes, expected to fail: its output."""
+    args = ["train", "--data", str(data), "--out", str(run), "--model", "probe-net", "--device", "cpu",
+            "--epochs", "1", "--face-size", "48", "--context-size", "64x86", "--crop", "56", "--cache-dir",
+            str(cache), *extra]
+    launcher = ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port())]
+    proc = subprocess.run([sys.executable, *launcher, str(Path(__file__).parent / "ddp_job.py"), *args],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "PROBE_OUT": str(run), **env})
+    assert proc.returncode != 0
+    return proc.stdout + proc.stderr
+
+
+def test_a_refused_distributed_run_leaves_the_old_run_in_place(context_data, tmp_path):
+    """--overwrite removes best.pt/last.pt: only once every check that can refuse the run has passed."""
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("best.pt", "last.pt"):
+        (run / name).write_text("the old run")
+    output = failing_ddp_job(context_data, run, tmp_path / "cache", "--overwrite", "--sync-bn")
+    assert "--sync-bn needs CUDA" in output
+    assert [(run / n).read_text() for n in ("best.pt", "last.pt")] == ["the old run"] * 2
+
+
+def test_ranks_that_see_other_data_refuse_to_train(context_data, face_data, tmp_path):
+    """A node whose copy of the data (or node-local cache) differs would train on it silently."""
+    output = failing_ddp_job(context_data, tmp_path / "run", tmp_path / "cache", PROBE_RANK1_DATA=str(face_data))
+    assert "the training data differs between rank 0 and rank(s) 1" in output
+    assert not (tmp_path / "run" / "weights-rank0.pt").exists()  # refused before any model was made
 
 
 @pytest.fixture(scope="module")

@@ -37,12 +37,13 @@ def _rotate(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
 
 
 def shard(order: np.ndarray, rank: int, world: int) -> np.ndarray:
-    """This rank's share of an epoch's positions: every world-th, padded (from the start) so all
-    ranks get as many. Rank r's k-th batch of b is then part of the one-process batch k of b * world."""
+    """This rank's share of an epoch's positions: every world-th, padded (repeating the order from its
+    start, as often as needed) so all ranks get as many. Rank r's k-th batch of b is then part of the
+    one-process batch k of b * world."""
     if world == 1:
         return order
     per_rank = math.ceil(len(order) / world)
-    return np.concatenate([order, order[: per_rank * world - len(order)]])[rank::world]
+    return np.resize(order, per_rank * world)[rank::world]
 
 
 def epoch_order(n: int, train: bool, seed: int, epoch: int, rank: int = 0, world: int = 1) -> np.ndarray:
@@ -121,9 +122,11 @@ class EpochBatches:
         """uint8 arrays of each batch read on the host: in loader workers, or here."""
         if not self.loader_workers:
             return ([read_rows(getattr(self.store, a), idx) for a in self.arrays] for idx in chunks)
+        # its own generator: a DataLoader otherwise seeds its workers from the global one, and every
+        # dropout draw after it would depend on the number of loader workers
         return iter(DataLoader(_Rows(self.store.folder, self.arrays), sampler=chunks, batch_size=None,
                                num_workers=self.loader_workers, pin_memory=self.device.type == "cuda",
-                               prefetch_factor=4, persistent_workers=False))
+                               prefetch_factor=4, persistent_workers=False, generator=torch.Generator()))
 
     def raw_epoch(self, epoch: int = 0):
         """Per batch: its uint8 arrays and training draws (None in evaluation) on the device, its labels

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
 from pathlib import Path
@@ -10,12 +9,12 @@ from pathlib import Path
 import torch
 
 from glamor_model.models import create_model
+from ncaer.atomic import replace_with
 
 
 def save_atomic(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """Written beside `path`, synced, then renamed: a crash leaves the old file or the new one, whole."""
+    replace_with(path, lambda tmp: torch.save(obj, tmp))
 
 
 def load_run(run: str | Path, checkpoint: str = "best", device="cpu"):
@@ -31,6 +30,8 @@ def load_run(run: str | Path, checkpoint: str = "best", device="cpu"):
         what = f" ({found.group(1)})" if found else ""
         raise ValueError(f"{path} refused: it holds more than tensors and plain values{what}, and unpickling that "
                          "can run code; `ncaer train` writes no such checkpoint") from e
+    except (RuntimeError, EOFError) as e:  # torch.load's errors for a truncated or foreign file
+        raise ValueError(f"{path} cannot be read as a checkpoint: {str(e).splitlines()[0]}") from e
     # pretrained-weight files were read at training time; their values are in the checkpoint
     kwargs = {k: v for k, v in ckpt.get("model_kwargs", {}).items() if not k.endswith("_weights")}
     model = create_model(ckpt["model_name"], num_classes=len(ckpt["classes"]), **kwargs)

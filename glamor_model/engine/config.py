@@ -105,9 +105,14 @@ def check_config(config: TrainConfig) -> None:
     """Refuse options that cannot take effect (ValueError, KeyError for an unknown model)."""
     check_model_options(config.model, config.model_kwargs)
     if config.normalize and model_family(config.model) == "face-image":
-        raise ValueError(f"--normalize: {config.model} normalises its input inside the model (as FERAtt's "
-                         "reference code does); train it without --normalize")
+        raise ValueError(f"--normalize is not for {config.model}: the face-image models take images in [0, 1] as "
+                         "their reference code feeds them (FERAtt's attention encoder applies ImageNet's mean/std "
+                         "itself); train it without --normalize")
     if config.compile_mode not in COMPILE_MODES:
         raise ValueError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, not {config.compile_mode!r}")
     if config.log_every < 1:
         raise ValueError("log_every must be at least 1")
+    if config.loader_workers is not None and config.loader_workers < 0:
+        raise ValueError("loader_workers must be 0 or more")
+    if config.data_on_device not in ("auto", "on", "off"):
+        raise ValueError(f"data_on_device must be auto, on or off, not {config.data_on_device!r}")

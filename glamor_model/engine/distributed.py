@@ -72,6 +72,17 @@ class Distributed:
             result = done if phase else result
         return result
 
+    def same_everywhere(self, value, what: str) -> None:
+        """Raise in every rank unless `value` is the same in all (e.g. the data each node prepared)."""
+        if self.world == 1:
+            return
+        values: list = [None] * self.world
+        dist.all_gather_object(values, value, group=self.group)
+        differ = [r for r, v in enumerate(values) if v != values[0]]
+        if differ:
+            raise RankFailed(f"{what} differs between rank 0 and rank(s) {', '.join(map(str, differ))}: every "
+                             "node must see the same data (or build its cache from the same corpus)")
+
     def from_main(self, fn: Callable[[], T]) -> T:
         """fn() on rank 0, its result sent to every rank (no rank needs to see rank 0's files)."""
         result = self.agree(fn, on=self.main)

@@ -23,6 +23,7 @@ import io
 import json
 import math
 import pickle
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -49,7 +50,8 @@ from .distributed import Distributed, setup_distributed
 from .optim import create_optimizer, create_scheduler
 
 METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "samples_per_s", "seconds"]
-RUN_FILES = ("best.pt", "last.pt", "metrics.csv")  # what --overwrite removes before training starts
+# what --overwrite removes before training starts: the old run's checkpoints, curve, options and evaluations
+RUN_FILES = ("best.pt", "last.pt", "metrics.csv", "config.yaml")
 
 
 def _write_metrics(rows: list[dict], path: Path) -> None:
@@ -175,6 +177,8 @@ def _start_run(out: Path, resume: bool, overwrite: bool) -> None:
     if overwrite and not resume:
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
+        for evaluation in out.glob("eval-*"):
+            shutil.rmtree(evaluation)
 
 
 def _load_checkpoint(path: Path) -> dict | None:
@@ -186,6 +190,9 @@ def _load_checkpoint(path: Path) -> dict | None:
     except pickle.UnpicklingError as e:
         raise RunExists(f"{path} holds more than tensors and plain values, so it is not read (a checkpoint "
                         f"of `ncaer train` never does): {str(e).splitlines()[0]}") from e
+    except (RuntimeError, EOFError) as e:  # torch.load's errors for a truncated or foreign file
+        raise RunExists(f"{path} cannot be read as a checkpoint ({str(e).splitlines()[0]}); restore it from a "
+                        "backup, or start again with --overwrite") from e
 
 
 class TrainStep:
@@ -270,6 +277,12 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
     if device.type == "cuda" and ddp.world > 1:
         device = torch.device("cuda", ddp.local_rank)
         torch.cuda.set_device(device)
+    # every refusal before _start_run, which may remove an old run's checkpoints (--overwrite)
+    if config.compile and config.compile_mode == "reduce-overhead" and ddp.world > 1:
+        raise ValueError("--compile-mode reduce-overhead (CUDA graphs) is for one process: DDP's gradient "
+                         "exchange runs between the graphs; use --compile-mode default under torchrun")
+    if config.sync_bn and ddp.world > 1 and device.type != "cuda":
+        raise ValueError("--sync-bn needs CUDA devices (SyncBatchNorm exchanges statistics over NCCL)")
     out = Path(config.out)
     last_path = out / "last.pt"
     ddp.agree(lambda: _start_run(out, resume, overwrite), on=ddp.main)
@@ -285,10 +298,9 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
     else:
         torch.backends.cudnn.benchmark = True  # fixed input sizes: pick the fastest convolution once
 
-    if config.compile and config.compile_mode == "reduce-overhead" and ddp.world > 1:
-        raise ValueError("--compile-mode reduce-overhead (CUDA graphs) is for one process: DDP's gradient "
-                         "exchange runs between the graphs; use --compile-mode default under torchrun")
     stores = ddp.in_rank_order(lambda: _prepare_stores(config, checkpoint, saved))
+    # node-local caches are built per node: a node that sees other data would train on it silently
+    ddp.same_everywhere((stores.identity, stores.classes, len(stores.train)), "the training data")
     family = model_family(config.model)
     channels_last = family != "video" and (config.channels_last == "on" or
                                            (config.channels_last == "auto" and device.type == "cuda"))
@@ -313,7 +325,11 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
     history, start_epoch, best = [], 0, {"val_acc": -1.0, "epoch": -1}
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
+        # the saved state carries its device's kernel choice (fused on CUDA, not on the CPU): keep this one's
+        kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in optimizer.param_groups]
         optimizer.load_state_dict(checkpoint["optimizer"])
+        for group, chosen in zip(optimizer.param_groups, kernels):
+            group.update(chosen)
         scheduler.load_state_dict(checkpoint["scheduler"])
         if "scaler" in checkpoint:
             step.scaler.load_state_dict(checkpoint["scaler"])
@@ -356,8 +372,8 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
             _write_metrics(history, out / "metrics.csv")
             if on_epoch:
                 on_epoch(metrics)
-        if ddp.world > 1:
-            dist.barrier()
+        if ddp.world > 1:  # rank 0 may validate and save for long: the coordination group's long timeout
+            dist.barrier(group=ddp.group)
     if ddp.world > 1:
         dist.destroy_process_group()
     return {**metrics, "best_val_acc": best["val_acc"], "best_epoch": best["epoch"]}

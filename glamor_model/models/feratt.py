@@ -129,16 +129,19 @@ class FeatureBranch(nn.Module):
         return h + self.tail(self.blocks(h))
 
 
-def representation_loss(z: torch.Tensor, labels: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
+def representation_loss(z: torch.Tensor, labels: torch.Tensor, num_classes: int, sigma: float = 1.0) -> torch.Tensor:
     """Gaussian-structure loss: with mu_c the batch mean embedding of class c,
     p_ic = softmax over the batch's classes of -|z_i - mu_c|^2 / (2 sigma^2), and
-    L = mean_i sum_c (p_ic - y_ic)^2. Classes absent from the batch are left out."""
-    classes = labels.unique()
-    mu = torch.stack([z[labels == c].mean(0) for c in classes])
-    d2 = torch.cdist(z, mu).pow(2)
-    p = torch.softmax(-d2 / (2 * sigma**2), dim=1)
-    y = (labels[:, None] == classes[None, :]).float()
-    return ((p - y) ** 2).sum(1).mean()
+    L = mean_i sum_c (p_ic - y_ic)^2. Classes absent from the batch are left out.
+
+    Written with fixed shapes (one-hot over all classes, absent ones masked), so no step waits for the
+    device to learn which classes a batch holds and a compiled step keeps one graph."""
+    onehot = F.one_hot(labels, num_classes).to(z.dtype)  # (B, C)
+    counts = onehot.sum(0)
+    mu = onehot.T @ z / counts.clamp(min=1)[:, None]
+    logits = -torch.cdist(z, mu).pow(2) / (2 * sigma**2)
+    p = torch.softmax(logits.masked_fill(counts == 0, float("-inf")), dim=1)  # absent: p = 0 = y
+    return ((p - onehot) ** 2).sum(1).mean()
 
 
 class FERAtt(nn.Module):
@@ -165,7 +168,7 @@ class FERAtt(nn.Module):
         terms = {"ce": F.cross_entropy(out["logits"].float(), labels),
                  "rec": F.mse_loss(out["attended"].float(), target.float())}
         if self.rep_weight:
-            terms["rep"] = representation_loss(out["embedding"].float(), labels, self.sigma)
+            terms["rep"] = representation_loss(out["embedding"].float(), labels, out["logits"].shape[1], self.sigma)
         terms["loss"] = terms["ce"] + self.rec_weight * terms["rec"] + self.rep_weight * terms.get("rep", 0.0)
         return terms
 
