@@ -1,8 +1,9 @@
+import cv2
 import numpy as np
 import pytest
 import torch
 
-from glamor_model.data.preprocess import Preprocess, preprocess
+from glamor_model.data.preprocess import Preprocess, jpeg_round_trip, preprocess, resize_bilinear
 from glamor_model.models import check_model_options, create_model, list_models, model_family
 from glamor_model.models.resnet import ResNet18
 
@@ -35,8 +36,47 @@ def test_every_model_gives_logits_and_normalised_weights(name):
 def test_attention_kinds_per_setting():
     kinds = {n: create_model(n).attention_kind for n in FRAME_MODELS}
     assert kinds["glamor"] == kinds["context-gla"] == "gla"
-    assert kinds["caer-net-s"] == kinds["context-ca"] == "ca"
+    assert kinds["caer-net-s"] == kinds["face-context-ca"] == kinds["context-ca"] == "ca"
     assert kinds["face-context-none"] == kinds["context-none"] == "none"
+
+
+@pytest.mark.parametrize("name", ["glamor", "face-context-ca", "face-context-none", "face-only", "context-none",
+                                  "context-ca", "context-gla"])
+def test_glamor_and_its_ablation_cells_start_as_keras_does(name):
+    """minhnhatvt/glamor-net model.py builds with Keras' defaults: glorot_uniform kernels, zero biases,
+    BatchNormalization(momentum=0.99, epsilon=1e-3)."""
+    torch.manual_seed(0)
+    model = create_model(name)
+    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert layers and norms
+    for m in layers:
+        receptive = m.weight[0, 0].numel()  # kernel area (1 for a dense layer)
+        bound = (6 / ((m.weight.shape[0] + m.weight.shape[1]) * receptive)) ** 0.5
+        assert m.weight.abs().max() <= bound
+        assert m.weight.abs().max() > 0.9 * bound  # uniform over the whole range, not a narrower one
+        assert (m.bias == 0).all()
+    for m in norms:
+        assert (m.eps, m.momentum) == (1e-3, 0.01)  # PyTorch's momentum is Keras' 1 - 0.99
+    # the cells differ only in streams and attention: no BatchNorm on the vectors before the fusion
+    assert model.vector_bn is None
+
+
+def test_caer_net_s_keeps_its_pytorch_reference_numerics():
+    model = create_model("caer-net-s")
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert {(m.eps, m.momentum) for m in norms} == {(1e-5, 0.1)}
+    assert model.vector_bn is not None
+
+
+def test_the_ablation_grid_cells_share_glamors_numerics_and_layers():
+    from glamor_model.eval.ablation import GRID
+
+    for _, _, _, models in GRID:
+        for attention, name in models.items():
+            model = create_model(name)
+            assert model.attention_kind == attention and model.vector_bn is None, name
+            assert {m.eps for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)} == {1e-3}
 
 
 def test_context_only_gla_uses_the_face_for_attention_but_not_for_the_decision():
@@ -77,15 +117,50 @@ def test_resnet18_face_branch_loads_torchvision_format_weights(tmp_path):
 def test_masked_context_is_zero_inside_the_face_box():
     rgb = np.random.default_rng(0).integers(1, 256, (400, 712, 3), dtype=np.uint8)
     box = (300, 100, 400, 220)
-    native = Preprocess(face_size=96, context_height=400, context_width=712, crop=112)
+    native = Preprocess(face_size=96, context_height=400, context_width=712, crop=112, context_jpeg=0)
     face, context = preprocess(rgb, box, native)
     assert (context[100:220, 300:400] == 0).all()
     assert (context[:100] == rgb[:100]).all() and (context[:, :300] == rgb[:, :300]).all()
-    _, resized = preprocess(rgb, box, Preprocess())  # 128x171: the box shrinks by 0.32 / 0.24
+    _, resized = preprocess(rgb, box, Preprocess(context_jpeg=0))  # 128x171: the box shrinks by 0.32 / 0.24
     assert (resized[33:69, 73:95] == 0).all()
     _, visible = preprocess(rgb, box, Preprocess(context_face="visible"))
     assert visible[33:69, 73:95].mean() > 50
     assert face.shape == (96, 96, 3) and face.mean() > 50
+
+
+def test_resize_is_tf_image_resize_bilinear_worked_out_by_hand():
+    """tf.image.resize (bilinear, antialias off, half-pixel centres): output i samples the input at
+    (i + 0.5) * in / out - 0.5, clamped into the image, linearly between its two neighbours."""
+    row = np.array([[0, 10, 20, 30, 40]], np.float32)[:, :, None]
+    # 5 -> 2: samples at 0.75 and 3.25
+    np.testing.assert_allclose(resize_bilinear(row, 1, 2)[0, :, 0], [7.5, 32.5])
+    # 3 -> 2: samples at 0.25 and 1.75
+    np.testing.assert_allclose(resize_bilinear(row[:, :3], 1, 2)[0, :, 0], [2.5, 17.5])
+    # 2x2 -> 4x4: samples at -0.25 (clamped: the first pixel), 0.25, 0.75, 1.25 (the last) on both axes
+    square = np.array([[0, 10], [20, 30]], np.float32)[:, :, None]
+    out = resize_bilinear(square, 4, 4)[:, :, 0]
+    np.testing.assert_allclose(out[0], [0, 2.5, 7.5, 10])
+    np.testing.assert_allclose(out[:, 0], [0, 5, 15, 20])
+    assert out[1, 1] == pytest.approx(7.5) and out[2, 1] == pytest.approx(17.5) and out[3, 3] == 30
+
+
+def test_the_context_is_masked_then_jpeg_re_encoded_then_resized_as_the_reference():
+    rgb = np.random.default_rng(1).integers(0, 256, (90, 160, 3), dtype=np.uint8)
+    rgb[:, 80:] = 200  # a flat half, which a JPEG at quality 95 keeps to a grey level or two
+    box = (10, 20, 40, 60)
+    face, context = preprocess(rgb, box, Preprocess())
+    masked = rgb.copy()
+    masked[20:60, 10:40] = 0
+    decoded = jpeg_round_trip(masked, 95)
+    assert 0 < np.abs(decoded.astype(int) - masked).max() and np.abs(decoded[:, 88:].astype(int) - 200).max() <= 2
+    expected = np.clip(np.rint(resize_bilinear(decoded, 128, 171)), 0, 255).astype(np.uint8)
+    assert np.array_equal(context, expected)
+    assert np.array_equal(face, np.clip(np.rint(resize_bilinear(rgb[20:60, 10:40], 96, 96)), 0, 255))
+    # the named deviations: no re-encode; OpenCV's INTER_AREA
+    _, plain = preprocess(rgb, box, Preprocess(context_jpeg=0))
+    assert np.array_equal(plain, np.clip(np.rint(resize_bilinear(masked, 128, 171)), 0, 255).astype(np.uint8))
+    _, area = preprocess(rgb, box, Preprocess(context_resize="area", context_jpeg=0))
+    assert np.array_equal(area, cv2.resize(masked, (171, 128), interpolation=cv2.INTER_AREA))
 
 
 def test_no_face_gives_a_black_face_and_an_unmasked_context():

@@ -28,12 +28,14 @@ from .stores import ArrayStore, ClipStore, ImageStore
 
 
 def _rotate(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
+    """Keras' random_rotation as GLAMOR-Net's reference applies it: bilinear, about the centre, the
+    outside filled with the nearest edge pixel (scipy's mode 'nearest'; tested against scipy)."""
     theta = degrees * math.pi / 180
     cos, sin = torch.cos(theta), torch.sin(theta)
     zero = torch.zeros_like(cos)
     mat = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
     grid = F.affine_grid(mat, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def shard(order: np.ndarray, rank: int, world: int) -> np.ndarray:

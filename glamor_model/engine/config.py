@@ -35,6 +35,8 @@ class TrainConfig:
     compile_mode: str = "default"  # torch.compile mode; reduce-overhead adds CUDA graphs
     normalize: bool = False  # ImageNet mean/std instead of plain [0, 1]
     context_face: str = "masked"  # masked | visible
+    context_resize: str = "tf-bilinear"  # tf-bilinear (the reference) | area
+    context_jpeg: int = 95  # the reference re-encodes the masked frame as JPEG q95; 0: no re-encode
     face_size: int = 96
     context_height: int = 128
     context_width: int = 171
@@ -60,7 +62,8 @@ class TrainConfig:
 
     @property
     def prep(self) -> Preprocess:
-        return Preprocess(self.face_size, self.context_height, self.context_width, self.crop, self.context_face)
+        return Preprocess(self.face_size, self.context_height, self.context_width, self.crop, self.context_face,
+                          self.context_resize, self.context_jpeg)
 
     def with_absolute_paths(self) -> TrainConfig:
         return replace(self, **{k: os.path.abspath(v) for k in self.PATHS if (v := getattr(self, k))})

@@ -27,7 +27,7 @@ GRID = [
     ("(iii) context only, face visible", "context-visible", "visible",
      {"none": "context-none", "ca": "context-ca", "gla": "context-gla"}),
     ("(iv) face + masked context", "face-context", "masked",
-     {"none": "face-context-none", "ca": "caer-net-s", "gla": "glamor"}),
+     {"none": "face-context-none", "ca": "face-context-ca", "gla": "glamor"}),
 ]
 ATTENTION_NAMES = {"none": "no attention", "ca": "CA", "gla": "GLA"}
 

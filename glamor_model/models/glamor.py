@@ -9,7 +9,16 @@ Settings of the paper's ablation (Table 2):
 - face only;
 - context only (masked or visible face: a data setting), attention none/CA/GLA;
   with GLA the face features guide the attention but do not enter the fusion;
-- face + context, attention none/CA/GLA (GLA: `glamor`; CA: `caer-net-s`).
+- face + context, attention none/CA/GLA (GLA: `glamor`; CA: `face-context-ca`).
+The cells differ only in streams and attention: all take GLAMOR-Net's numerics (below) and
+none normalises the vectors before the fusion, as GLAMOR-Net's code has no such layer.
+
+GLAMOR-Net's reference is Keras (minhnhatvt/glamor-net model.py): BatchNormalization with
+momentum 0.99 and epsilon 1e-3, Conv2D/Dense with glorot_uniform weights and zero biases.
+`numerics="keras"` (the default) sets the same; "torch" keeps PyTorch's defaults.
+`bn_momentum` (PyTorch's convention) replaces the BatchNorm momentum: Keras' 0.01 per step
+needs about 500 steps for the running statistics to forget their start, so short runs on
+small data evaluate with statistics that are not yet the data's (`--bn-momentum 0.1`).
 """
 
 from __future__ import annotations
@@ -22,6 +31,30 @@ from .encoders import ConvEncoder, ResNetFaceEncoder
 from .registry import register_model
 
 ATTENTIONS = ("none", "ca", "gla")
+NUMERICS = ("keras", "torch")
+BN_OPTIONS = ("bn_momentum",)  # what `ncaer train` may set on these models
+
+
+def set_bn_momentum(module: nn.Module, momentum: float) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = momentum
+
+
+def keras_numerics(module: nn.Module, skip: nn.Module | None = None) -> None:
+    """Keras' defaults on every conv, dense and BatchNorm layer of `module` outside `skip`: glorot-uniform
+    weights (the same fans as Keras: in/out channels times the kernel area), zero biases; BatchNorm momentum
+    0.99 in Keras' convention (PyTorch's 0.01: the new batch's share) and epsilon 1e-3."""
+    skipped = set(skip.modules()) if skip is not None else set()
+    for m in module.modules():
+        if m in skipped:
+            continue
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum, m.eps = 0.01, 1e-3
 
 
 class GlobalLocalAttention(nn.Module):
@@ -80,8 +113,11 @@ class ContextEmotionNet(nn.Module):
 
     def __init__(self, num_classes: int = 7, streams: str = "face+context", attention: str = "gla",
                  vector_bn: bool = False, face_encoder: nn.Module | None = None,
-                 context_filters=(32, 64, 128, 256, 256), dropout: float = 0.5):
+                 context_filters=(32, 64, 128, 256, 256), dropout: float = 0.5, numerics: str = "keras",
+                 bn_momentum: float | None = None):
         super().__init__()
+        if numerics not in NUMERICS:
+            raise ValueError(f"numerics must be one of {NUMERICS}, not {numerics!r}")
         if streams not in ("face", "context", "face+context"):
             raise ValueError(f"streams must be face, context or face+context, not {streams!r}")
         if attention not in ATTENTIONS:
@@ -103,6 +139,12 @@ class ContextEmotionNet(nn.Module):
         self.fusion = AdaptiveFusion(dims) if len(dims) == 2 else None
         self.classifier = nn.Sequential(nn.Linear(sum(dims), 128), nn.ReLU(inplace=True), nn.Dropout(dropout),
                                         nn.Linear(128, num_classes))
+        if numerics == "keras":  # a face encoder given from outside (a ResNet) keeps its own
+            keras_numerics(self, skip=face_encoder)
+        if bn_momentum is not None:
+            if not 0 < bn_momentum <= 1:
+                raise ValueError(f"bn_momentum must be in (0, 1], not {bn_momentum}")
+            set_bn_momentum(self, bn_momentum)
 
     def forward_all(self, face: torch.Tensor, context: torch.Tensor) -> dict[str, torch.Tensor]:
         """Logits plus what the paper plots: context attention (B, H*W) and fusion weights (B, 2)."""
@@ -132,43 +174,53 @@ class ContextEmotionNet(nn.Module):
         return self.forward_all(face, context)["logits"]
 
 
-@register_model("glamor", "GLAMOR-Net: face + masked context, Global-Local Attention, adaptive fusion")
+@register_model("glamor", "GLAMOR-Net: face + masked context, Global-Local Attention, adaptive fusion",
+                options=BN_OPTIONS)
 def glamor(num_classes=7, **kw):
     return ContextEmotionNet(num_classes, "face+context", "gla", **kw)
 
 
-@register_model("caer-net-s", "CAER-Net-S: face + context, standard context attention (CA), BN on both vectors")
+@register_model("caer-net-s", "CAER-Net-S: face + context, standard context attention (CA), BN on both vectors",
+                options=BN_OPTIONS)
 def caer_net_s(num_classes=7, **kw):
-    return ContextEmotionNet(num_classes, "face+context", "ca", vector_bn=True, **kw)
+    # a PyTorch reference (ndkhanh360/CAER): PyTorch's initialisation and BatchNorm constants
+    return ContextEmotionNet(num_classes, "face+context", "ca", vector_bn=True, numerics="torch", **kw)
 
 
-@register_model("face-context-none", "face + context, context average-pooled (no attention)")
+@register_model("face-context-ca", "face + context, standard context attention (CA): the ablation's CA cell",
+                options=BN_OPTIONS)
+def face_context_ca(num_classes=7, **kw):
+    return ContextEmotionNet(num_classes, "face+context", "ca", **kw)
+
+
+@register_model("face-context-none", "face + context, context average-pooled (no attention)", options=BN_OPTIONS)
 def face_context_none(num_classes=7, **kw):
     return ContextEmotionNet(num_classes, "face+context", "none", **kw)
 
 
-@register_model("face-only", "face stream only")
+@register_model("face-only", "face stream only", options=BN_OPTIONS)
 def face_only(num_classes=7, **kw):
     return ContextEmotionNet(num_classes, "face", "none", **kw)
 
 
-@register_model("context-none", "context stream only, average-pooled (no attention)")
+@register_model("context-none", "context stream only, average-pooled (no attention)", options=BN_OPTIONS)
 def context_none(num_classes=7, **kw):
     return ContextEmotionNet(num_classes, "context", "none", **kw)
 
 
-@register_model("context-ca", "context stream only, standard context attention (CA)")
+@register_model("context-ca", "context stream only, standard context attention (CA)", options=BN_OPTIONS)
 def context_ca(num_classes=7, **kw):
-    return ContextEmotionNet(num_classes, "context", "ca", vector_bn=True, **kw)
+    return ContextEmotionNet(num_classes, "context", "ca", **kw)
 
 
-@register_model("context-gla", "context stream only; face features guide the GLA but do not enter the fusion")
+@register_model("context-gla", "context stream only; face features guide the GLA but do not enter the fusion",
+                options=BN_OPTIONS)
 def context_gla(num_classes=7, **kw):
     return ContextEmotionNet(num_classes, "context", "gla", **kw)
 
 
 @register_model("glamor-resnet18", "GLAMOR-Net with a ResNet-18 face branch (torchvision weights optional) and a "
-                                   "512-filter context CNN", options=("face_weights", "freeze_face"))
+                                   "512-filter context CNN", options=("face_weights", "freeze_face", *BN_OPTIONS))
 def glamor_resnet18(num_classes=7, face_weights: str | None = None, freeze_face: bool = False, **kw):
     return ContextEmotionNet(num_classes, "face+context", "gla", face_encoder=ResNetFaceEncoder(face_weights,
                                                                                                 freeze_face),

@@ -47,6 +47,12 @@ def _train_options(f):
         click.option("--face-size", type=int, default=None, help="[96]"),
         click.option("--context-size", default=None, help="Context resize HxW before cropping [128x171]."),
         click.option("--crop", type=int, default=None, help="Context crop [112]."),
+        click.option("--context-resize", type=click.Choice(["tf-bilinear", "area"]), default=None,
+                     help="Context resize: tf.image.resize's bilinear, as the reference, or OpenCV's "
+                          "INTER_AREA (averages, no aliasing) [tf-bilinear]."),
+        click.option("--context-jpeg", type=click.IntRange(0, 100), default=None,
+                     help="JPEG quality of the masked frame's re-encode before the resize, as the reference "
+                          "does; 0: none [95]."),
         click.option("--val-split", default=None, help="Split used to pick the best checkpoint [val]."),
         click.option("--image-size", type=int, default=None, help="FERAtt / preactresnet18: input size [128]."),
         click.option("--grayscale/--color", default=None, help="FERAtt / preactresnet18: one input channel [color]."),
@@ -69,6 +75,9 @@ def _train_options(f):
                           "ResNet-18 state dict for the face branch."),
         click.option("--freeze-face", is_flag=True, default=None,
                      help="glamor-resnet18: train only the last stage of the face ResNet."),
+        click.option("--bn-momentum", type=click.FloatRange(0, 1, min_open=True), default=None,
+                     help="GLAMOR-Net and its variants: BatchNorm momentum in PyTorch's convention (the new "
+                          "batch's share) [0.01: Keras' 0.99, as the reference; CAER-Net-S 0.1]."),
         click.option("--attention-weights", type=click.Path(exists=True, dir_okay=False), default=None,
                      help="feratt, feratt-cls: torchvision-format ResNet-34 state dict for the attention "
                           "encoder (the paper uses ImageNet weights)."),
@@ -79,7 +88,7 @@ def _train_options(f):
 
 
 # options passed to the model's constructor; the registry says which models take which
-MODEL_OPTIONS = ("backbone", "face_weights", "freeze_face", "attention_weights")
+MODEL_OPTIONS = ("backbone", "face_weights", "freeze_face", "attention_weights", "bn_momentum")
 
 
 def _train_overrides(kw: dict) -> dict:
