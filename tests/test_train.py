@@ -22,7 +22,7 @@ from glamor_model.data.preprocess import Preprocess
 from glamor_model.data.stores import cache_store
 from glamor_model.engine.config import TrainConfig, load_config
 from glamor_model.engine.loop import RunExists, train
-from glamor_model.engine.optim import lr_factor
+from glamor_model.engine.optim import create_optimizer, lr_factor
 from glamor_model.eval.ablation import run_ablation
 from glamor_model.eval.evaluate import evaluate_run
 from glamor_model.eval.metrics import classification_metrics
@@ -63,9 +63,42 @@ def test_lr_schedule_follows_the_reference_recipe():
     c = TrainConfig(data="d", out="o")
     assert [lr_factor(c, e) * c.lr for e in (0, 24, 25, 39, 40, 59)] == pytest.approx(
         [5e-4, 5e-4, 5e-5, 5e-5, 1e-5, 1e-5])
-    assert (c.epochs, c.batch_size, c.momentum) == (60, 32, 0.9)
     low = TrainConfig(data="d", out="o", lr=1e-6, milestones=(2,))  # below the floor: used as given
     assert [lr_factor(low, e) * low.lr for e in (0, 1, 2)] == pytest.approx([1e-6, 1e-6, 1e-6])
+
+
+def test_each_model_takes_its_reference_recipe_unless_told_otherwise():
+    glamor = TrainConfig(data="d", out="o")  # minhnhatvt/glamor-net config.py
+    assert (glamor.recipe, glamor.epochs, glamor.batch_size, glamor.optimizer, glamor.lr, glamor.momentum,
+            glamor.nesterov, glamor.milestones, glamor.gamma, glamor.min_lr, glamor.amp, glamor.normalize) == (
+        "reference", 60, 4, "sgd", 5e-4, 0.9, False, (25, 40), 0.1, 1e-5, "off", False)
+    assert (glamor.prep.context_jpeg, glamor.prep.context_resize, glamor.augment_face) == (95, "tf-bilinear", True)
+    caer = TrainConfig(data="d", out="o", model="caer-net-s")  # ndkhanh360/CAER normal_config.json
+    assert (caer.batch_size, caer.lr, caer.nesterov, caer.gamma, caer.milestones[:3], caer.epochs, caer.normalize,
+            caer.augment_face) == (128, 1e-2, True, 0.5, (15, 30, 45), 150, True, False)
+    optimizer = create_optimizer([torch.nn.Parameter(torch.zeros(1))], caer, torch.device("cpu"))
+    assert optimizer.param_groups[0]["nesterov"] and optimizer.param_groups[0]["momentum"] == 0.9
+    assert TrainConfig(data="d", out="o", model="face-context-ca").batch_size == 4  # an ablation cell: GLAMOR's
+    fast = TrainConfig(data="d", out="o", recipe="fast", lr=0.01)
+    assert (fast.batch_size, fast.amp, fast.lr) == (256, "auto", 0.01)  # an option given wins over the recipe
+    with pytest.raises(ValueError, match="no fast recipe"):
+        TrainConfig(data="d", out="o", model="feratt", recipe="fast")
+
+
+def test_the_run_records_its_recipe_and_every_value_it_took(context_data, tmp_path):
+    run = tmp_path / "r"
+    result = CliRunner().invoke(main, ["train", "--data", str(context_data), "--out", str(run), "--epochs", "1",
+                                       "--face-size", "48", "--context-size", "64x86", "--crop", "56",
+                                       "--cache-dir", str(tmp_path / "cache"), "--model", "context-none"])
+    assert result.exit_code == 0, result.output
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert (saved["recipe"], saved["batch_size"], saved["lr"], saved["amp"], saved["milestones"],
+            saved["context_jpeg"]) == ("reference", 4, 5e-4, "off", [25, 40], 95)
+    assert TrainConfig.from_dict(saved) == load_config(None, {"data": str(context_data), "out": str(run),
+                                                              "epochs": 1, "face_size": 48, "context_height": 64,
+                                                              "context_width": 86, "crop": 56,
+                                                              "cache_dir": str(tmp_path / "cache"),
+                                                              "model": "context-none"}).with_absolute_paths()
 
 
 def test_normalize_is_refused_for_models_that_normalise_their_input_themselves(context_data, tmp_path):

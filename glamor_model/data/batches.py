@@ -168,9 +168,10 @@ class Batches(EpochBatches):
 
     def __init__(self, store: ArrayStore, prep: Preprocess, batch_size: int, train: bool, device="cpu",
                  seed: int = 0, normalize: bool = False, rank: int = 0, world: int = 1, on_device: bool = False,
-                 channels_last: bool = False, max_rotation: float = 20.0, loader_workers: int | None = None):
+                 channels_last: bool = False, max_rotation: float = 20.0, loader_workers: int | None = None,
+                 augment_face: bool = True):
         super().__init__(store, batch_size, train, device, seed, rank, world, on_device, loader_workers)
-        self.prep, self.max_rotation = prep, max_rotation
+        self.prep, self.max_rotation, self.augment_face = prep, max_rotation, augment_face
         self.layout = torch.channels_last if channels_last else torch.contiguous_format
         self.mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1) if normalize else None
         self.std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1) if normalize else None
@@ -187,8 +188,9 @@ class Batches(EpochBatches):
             rows, cols = ys[:, None] + self.offsets, xs[:, None] + self.offsets
             batch = torch.arange(b, device=self.device)[:, None, None]
             contexts = _unit(contexts[batch, rows[:, :, None], cols[:, None, :]], 1)
-            faces = torch.where((draws[:, 2] < 0.5)[:, None, None, None], faces.flip(3), faces)
-            faces = _rotate(faces, (draws[:, 3] * 2 - 1) * self.max_rotation)
+            if self.augment_face:  # the draws are made either way: the crops do not depend on it
+                faces = torch.where((draws[:, 2] < 0.5)[:, None, None, None], faces.flip(3), faces)
+                faces = _rotate(faces, (draws[:, 3] * 2 - 1) * self.max_rotation)
         else:
             contexts = _unit(contexts[:, cy : cy + crop, cx : cx + crop], 1)
         if self.mean is not None:

@@ -11,6 +11,8 @@ import yaml
 from glamor_model.data.preprocess import Preprocess
 from glamor_model.models.registry import check_model_options, model_family
 
+from .recipes import recipe_values
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -18,25 +20,28 @@ class TrainConfig:
     out: str
     model: str = "glamor"
     boxes: str | None = None  # box file for image-folder datasets
-    epochs: int = 60
-    batch_size: int = 32
-    optimizer: str = "sgd"  # sgd (GLAMOR-Net's recipe) | adam (FERAtt's)
-    lr: float = 5e-4
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    milestones: tuple[int, ...] = (25, 40)
-    gamma: float = 0.1
-    min_lr: float = 1e-5
+    recipe: str = "reference"  # engine.recipes: the value of every option below left at None
+    epochs: int | None = None
+    batch_size: int | None = None
+    optimizer: str | None = None  # sgd | adam
+    lr: float | None = None
+    momentum: float | None = None
+    nesterov: bool | None = None
+    weight_decay: float | None = None
+    milestones: tuple[int, ...] | None = None
+    gamma: float | None = None
+    min_lr: float | None = None
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: str = "auto"  # auto (bf16 on CUDA) | off | bf16 | fp16
+    amp: str | None = None  # auto (bf16 on CUDA) | off | bf16 | fp16
     channels_last: str = "auto"  # auto (on CUDA) | on | off
     compile: bool = False
     compile_mode: str = "default"  # torch.compile mode; reduce-overhead adds CUDA graphs
-    normalize: bool = False  # ImageNet mean/std instead of plain [0, 1]
+    normalize: bool | None = None  # ImageNet mean/std instead of plain [0, 1]
+    augment_face: bool | None = None  # random flip and rotation of the face in training
     context_face: str = "masked"  # masked | visible
-    context_resize: str = "tf-bilinear"  # tf-bilinear (the reference) | area
-    context_jpeg: int = 95  # the reference re-encodes the masked frame as JPEG q95; 0: no re-encode
+    context_resize: str | None = None  # tf-bilinear (GLAMOR-Net's reference) | area
+    context_jpeg: int | None = None  # JPEG quality of the masked frame's re-encode; 0: none
     face_size: int = 96
     context_height: int = 128
     context_width: int = 171
@@ -59,6 +64,13 @@ class TrainConfig:
                  "compile", "compile_mode", "out", "data", "boxes")
     # recorded as absolute paths, so `ncaer evaluate --run RUN` finds them from any folder
     PATHS = ("data", "boxes", "cache_dir")
+
+    def __post_init__(self):
+        """Options left at None take the recipe's value."""
+        for name, value in recipe_values(self.model, self.recipe).items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        object.__setattr__(self, "milestones", tuple(self.milestones))
 
     @property
     def prep(self) -> Preprocess:

@@ -165,7 +165,8 @@ def _batches(config: TrainConfig, store, train: bool, device: torch.device, ddp:
         return ClipBatches(store, size, train, normalize=config.normalize, **common)
     if family == "face-image":
         return ImageBatches(store, size, train, channels_last=channels_last, **common)
-    return Batches(store, config.prep, size, train, normalize=config.normalize, channels_last=channels_last, **common)
+    return Batches(store, config.prep, size, train, normalize=config.normalize, channels_last=channels_last,
+                   augment_face=config.augment_face, **common)
 
 
 def _start_run(out: Path, resume: bool, overwrite: bool) -> None:

@@ -1,5 +1,5 @@
-"""The optimizer and learning-rate schedule of the reference recipe: SGD momentum 0.9, lr 5e-4,
-x0.1 at epochs 25 and 40, floor 1e-5 (or Adam, FERAtt's)."""
+"""The optimizer and the learning-rate schedule a run's recipe names (engine.recipes): SGD (with
+momentum, Nesterov or not) or Adam; lr x gamma at each milestone epoch, the drops stopping at min_lr."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ def create_optimizer(params, config: TrainConfig, device: torch.device) -> torch
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
     if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
-                               fused=fused)
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
+                               weight_decay=config.weight_decay, fused=fused)
     raise ValueError(f"optimizer must be sgd or adam, not {config.optimizer!r}")
 
 

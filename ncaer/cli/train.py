@@ -22,20 +22,27 @@ def _train_options(f):
                      help="YAML file of training options; options given here override it."),
         click.option("--boxes", type=click.Path(exists=True, dir_okay=False), default=None,
                      help="CSV image,x1,y1,x2,y2 of face boxes, for image-folder datasets (CAER-S)."),
-        click.option("--epochs", type=int, default=None, help="[60]"),
-        click.option("--batch-size", type=int, default=None, help="Per process [32]."),
-        click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default=None,
-                     help="[sgd, GLAMOR-Net's recipe; FERAtt's is adam with --lr 1e-4]"),
-        click.option("--lr", type=float, default=None, help="[5e-4]"),
-        click.option("--momentum", type=float, default=None, help="[0.9]"),
-        click.option("--weight-decay", type=float, default=None, help="[0]"),
-        click.option("--milestones", default=None, help="Epochs where lr is multiplied by --gamma [25,40]."),
-        click.option("--gamma", type=float, default=None, help="[0.1]"),
-        click.option("--min-lr", type=float, default=None, help="[1e-5]"),
+        click.option("--recipe", type=click.Choice(["reference", "fast"]), default=None,
+                     help="Where every option below not given comes from: the model's reference code, or a "
+                          "faster recipe (large batch, lr scaled, bf16); docs/train.md lists both "
+                          "[reference]."),
+        click.option("--epochs", type=int, default=None, help="[recipe; glamor 60]"),
+        click.option("--batch-size", type=int, default=None, help="Per process [recipe; glamor 4]."),
+        click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default=None, help="[recipe; glamor sgd]"),
+        click.option("--lr", type=float, default=None, help="[recipe; glamor 5e-4]"),
+        click.option("--momentum", type=float, default=None, help="SGD momentum [recipe; glamor 0.9]"),
+        click.option("--nesterov/--no-nesterov", default=None, help="SGD with Nesterov momentum [recipe; glamor off]"),
+        click.option("--weight-decay", type=float, default=None, help="[recipe; glamor 0]"),
+        click.option("--milestones", default=None,
+                     help="Epochs where lr is multiplied by --gamma [recipe; glamor 25,40]."),
+        click.option("--gamma", type=float, default=None, help="[recipe; glamor 0.1]"),
+        click.option("--min-lr", type=float, default=None, help="Where the drops stop [recipe; glamor 1e-5]"),
+        click.option("--augment-face/--no-augment-face", default=None,
+                     help="Random flip and rotation of the face in training [recipe; glamor on]."),
         click.option("--seed", type=int, default=None, help="[0]"),
         click.option("--device", default=None, help="auto, cpu, cuda, cuda:N [auto]"),
         click.option("--amp", type=click.Choice(["auto", "off", "bf16", "fp16"]), default=None,
-                     help="Mixed precision [auto: bf16 on CUDA, off on CPU]."),
+                     help="Mixed precision: auto is bf16 on CUDA, off on CPU [recipe; glamor off, as fp32]."),
         click.option("--channels-last", type=click.Choice(["auto", "on", "off"]), default=None,
                      help="[auto: on CUDA]"),
         click.option("--compile/--no-compile", "compile_", default=None,
@@ -43,16 +50,17 @@ def _train_options(f):
         click.option("--compile-mode", type=click.Choice(["default", "reduce-overhead", "max-autotune"]), default=None,
                      help="torch.compile mode; reduce-overhead replays CUDA graphs, which small batches need "
                           "(one process only) [default]."),
-        click.option("--normalize/--no-normalize", default=None, help="ImageNet mean/std [off: pixels in 0..1]."),
+        click.option("--normalize/--no-normalize", default=None,
+                     help="ImageNet mean/std instead of pixels in 0..1 [recipe; glamor off]."),
         click.option("--face-size", type=int, default=None, help="[96]"),
         click.option("--context-size", default=None, help="Context resize HxW before cropping [128x171]."),
         click.option("--crop", type=int, default=None, help="Context crop [112]."),
         click.option("--context-resize", type=click.Choice(["tf-bilinear", "area"]), default=None,
-                     help="Context resize: tf.image.resize's bilinear, as the reference, or OpenCV's "
-                          "INTER_AREA (averages, no aliasing) [tf-bilinear]."),
+                     help="Context resize: tf.image.resize's bilinear, as GLAMOR-Net's reference, or OpenCV's "
+                          "INTER_AREA (averages, no aliasing) [recipe; glamor tf-bilinear]."),
         click.option("--context-jpeg", type=click.IntRange(0, 100), default=None,
-                     help="JPEG quality of the masked frame's re-encode before the resize, as the reference "
-                          "does; 0: none [95]."),
+                     help="JPEG quality of the masked frame's re-encode before the resize, as GLAMOR-Net's "
+                          "reference does; 0: none [recipe; glamor 95]."),
         click.option("--val-split", default=None, help="Split used to pick the best checkpoint [val]."),
         click.option("--image-size", type=int, default=None, help="FERAtt / preactresnet18: input size [128]."),
         click.option("--grayscale/--color", default=None, help="FERAtt / preactresnet18: one input channel [color]."),
@@ -117,7 +125,7 @@ def _train_overrides(kw: dict) -> dict:
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --out.")
 @click.option("--list-models", is_flag=True, help="List the models and exit.")
 def train(config_file, resume, overwrite, list_models, **kw):
-    """Train GLAMOR-Net, a baseline or a clip model on a dataset (reference recipe, batch 32).
+    """Train GLAMOR-Net, a baseline or a clip model on a dataset (by default with its reference recipe).
 
     Frame models read a static dataset; clip models (video-*) also take a video
     corpus directly (--data CAER/), built once into the cache with --frames segments.

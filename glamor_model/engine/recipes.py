@@ -1,0 +1,57 @@
+"""Training recipes: what `ncaer train --model M` uses for every option not given.
+
+`reference` (the default) is M's reference code's recipe where it has been traced to it
+(docs/fidelity.md gives the file and line of each value); `fast` trades fidelity for
+GPU throughput. An option given on the command line or in a --config file wins over
+the recipe; the run's config.yaml records the recipe's name and every resolved value.
+"""
+
+from __future__ import annotations
+
+from glamor_model.models.registry import model_family
+
+# minhnhatvt/glamor-net config.py and train.py: SGD momentum 0.9, lr 5e-4, batch 4, x0.1 at epochs
+# 25 and 40 with a floor of 1e-5, 60 epochs; fp32 (TensorFlow's default); inputs in [0, 1]
+# (data_utils.py); face flip and rotation; JPEG q95 re-encode and tf.image.resize bilinear
+GLAMOR_REFERENCE = dict(epochs=60, batch_size=4, optimizer="sgd", lr=5e-4, momentum=0.9, nesterov=False,
+                        weight_decay=0.0, milestones=(25, 40), gamma=0.1, min_lr=1e-5, amp="off", normalize=False,
+                        augment_face=True, context_resize="tf-bilinear", context_jpeg=95)
+# 64 times the reference batch with the lr scaled linearly (Goyal et al. 2017) and bf16 autocast on CUDA
+GLAMOR_FAST = {**GLAMOR_REFERENCE, "batch_size": 256, "lr": 5e-4 * 64, "amp": "auto"}
+
+# ndkhanh360/CAER CAER/configs/normal_config.json (commit 49761a6): SGD lr 1e-2, momentum 0.9, Nesterov,
+# StepLR(step 15, gamma 0.5), 150 epochs, batch 128; utils/util.py get_transform: ImageNet mean/std, no face
+# augmentation, PIL's (antialiased) resize, no re-encode
+CAER_NET_S_REFERENCE = dict(epochs=150, batch_size=128, optimizer="sgd", lr=1e-2, momentum=0.9, nesterov=True,
+                            weight_decay=0.0, milestones=tuple(range(15, 150, 15)), gamma=0.5, min_lr=0.0,
+                            amp="off", normalize=True, augment_face=False, context_resize="area", context_jpeg=0)
+CAER_NET_S_FAST = {**CAER_NET_S_REFERENCE, "batch_size": 256, "lr": 2e-2, "amp": "auto"}
+
+# Models not yet traced to their reference code (docs/fidelity.md): the engine's earlier defaults, and no
+# fast recipe
+UNTRACED = dict(epochs=60, batch_size=32, optimizer="sgd", lr=5e-4, momentum=0.9, nesterov=False, weight_decay=0.0,
+                milestones=(25, 40), gamma=0.1, min_lr=1e-5, amp="auto", normalize=False, augment_face=True,
+                context_resize="tf-bilinear", context_jpeg=95)
+
+RECIPES: dict[str, dict[str, dict]] = {
+    "glamor": {"reference": GLAMOR_REFERENCE, "fast": GLAMOR_FAST},
+    "caer-net-s": {"reference": CAER_NET_S_REFERENCE, "fast": CAER_NET_S_FAST},
+}
+# the ablation cells are GLAMOR-Net with streams or attention changed: its recipe
+for _cell in ("face-context-ca", "face-context-none", "face-only", "context-none", "context-ca", "context-gla"):
+    RECIPES[_cell] = RECIPES["glamor"]
+RECIPE_NAMES = ("reference", "fast")
+RECIPE_FIELDS = tuple(GLAMOR_REFERENCE)
+
+
+def recipe_values(model: str, recipe: str) -> dict:
+    """The recipe's value of every option in RECIPE_FIELDS for `model` (KeyError for an unknown model)."""
+    if recipe not in RECIPE_NAMES:
+        raise ValueError(f"recipe must be one of {', '.join(RECIPE_NAMES)}, not {recipe!r}")
+    model_family(model)  # an unknown model is refused here
+    if model in RECIPES:
+        return dict(RECIPES[model][recipe])
+    if recipe != "reference":
+        raise ValueError(f"{model} has no {recipe} recipe yet: its reference recipe is not traced "
+                         "(docs/fidelity.md); give its options instead")
+    return dict(UNTRACED)
