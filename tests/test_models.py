@@ -163,6 +163,13 @@ def test_the_context_is_masked_then_jpeg_re_encoded_then_resized_as_the_referenc
     assert np.array_equal(area, cv2.resize(masked, (171, 128), interpolation=cv2.INTER_AREA))
 
 
+def test_a_checkpoint_saved_before_the_context_options_is_served_as_it_was_trained():
+    old = {"face_size": 96, "context_height": 128, "context_width": 171, "crop": 112, "context_face": "masked"}
+    prep = Preprocess.from_saved(old)
+    assert (prep.context_resize, prep.context_jpeg) == ("area", 0)
+    assert Preprocess.from_saved({**old, "context_resize": "tf-bilinear", "context_jpeg": 95}) == Preprocess()
+
+
 def test_no_face_gives_a_black_face_and_an_unmasked_context():
     rgb = np.full((200, 300, 3), 77, np.uint8)
     face, context = preprocess(rgb, None, Preprocess())

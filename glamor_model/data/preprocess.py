@@ -83,6 +83,12 @@ class Preprocess:
         if self.crop > min(self.context_height, self.context_width):
             raise ValueError("crop must fit in the resized context")
 
+    @classmethod
+    def from_saved(cls, saved: dict) -> Preprocess:
+        """The settings a checkpoint records; one saved before the context options existed was trained on
+        OpenCV's INTER_AREA resize without a JPEG re-encode."""
+        return cls(**{"context_resize": "area", "context_jpeg": 0, **saved})
+
     @property
     def centre(self) -> tuple[int, int]:
         """Top-left of the evaluation crop (8, 29 for the reference sizes)."""

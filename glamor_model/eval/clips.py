@@ -26,7 +26,7 @@ def evaluate_clips(model, ckpt: dict, data: str, split: str, out: Path, device, 
     """Clip accuracy of a video model with its own pooling, and of its frame probabilities pooled by
     mean, max and temporal softmax with a fixed beta, for comparison."""
     config = ckpt["config"]
-    prep = Preprocess(**ckpt["prep"])
+    prep = Preprocess.from_saved(ckpt["prep"])
     build = ensure_build(data, config["frames"], cache_dir, workers)
     found = read_dataset(build).classes  # as training reads them
     if found != ckpt["classes"]:

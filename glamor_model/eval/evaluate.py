@@ -81,7 +81,7 @@ def evaluate_run(run: str | Path, data: str | None = None, split: str = "test", 
     samples = dataset.split(split)
     if samples.empty:
         raise ValueError(f"{data} has no {split!r} samples")
-    prep = Preprocess(**ckpt["prep"])
+    prep = Preprocess.from_saved(ckpt["prep"])
     store = cache_store(samples, prep, cache_dir, workers)
     batches = Batches(store, prep, 64, False, device=dev, normalize=ckpt["normalize"])
     probs, attention, fusion = [], [], []

@@ -68,7 +68,8 @@ class TorchPredictor(Predictor):
             self.model, ckpt = load_run(run, checkpoint, self.device)
         except (FileNotFoundError, ValueError) as e:
             raise PredictError(str(e)) from e
-        self.classes, self.prep, self.normalize = ckpt["classes"], Preprocess(**ckpt["prep"]), ckpt["normalize"]
+        self.classes, self.normalize = ckpt["classes"], ckpt["normalize"]
+        self.prep = Preprocess.from_saved(ckpt["prep"])
         self.name, self.family, config = ckpt["model_name"], model_family(ckpt["model_name"]), ckpt["config"]
         if self.family == "face-image":
             self.image_size, self.grayscale = config["image_size"], config["grayscale"]
@@ -130,7 +131,8 @@ class OnnxPredictor(Predictor):
         except DetectorError as e:
             raise PredictError(str(e)) from e
         meta = read_metadata(path, self.session)
-        self.classes, self.prep, self.normalize = meta["classes"], Preprocess(**meta["prep"]), meta["normalize"]
+        self.classes, self.normalize = meta["classes"], meta["normalize"]
+        self.prep = Preprocess.from_saved(meta["prep"])
         self.name = meta["model"]
         self.outputs = meta["outputs"]
         self.runtime = f"onnxruntime on {self.session.get_providers()[0]}"
