@@ -20,12 +20,14 @@ from glamor_model.data.batches import Batches, epoch_draws, shard
 from glamor_model.data.datasets import read_dataset
 from glamor_model.data.preprocess import Preprocess
 from glamor_model.data.stores import cache_store
-from glamor_model.engine.config import TrainConfig, load_config
+from glamor_model.engine.checkpoint import load_run
+from glamor_model.engine.config import TrainConfig, check_config, load_config
 from glamor_model.engine.loop import RunExists, train
 from glamor_model.engine.optim import create_optimizer, lr_factor
 from glamor_model.eval.ablation import run_ablation
 from glamor_model.eval.evaluate import evaluate_run
 from glamor_model.eval.metrics import classification_metrics
+from glamor_model.models import create_model
 from learnability import make_dataset
 from ncaer.build.config import BuildConfig
 from ncaer.build.engine import run_build
@@ -85,6 +87,28 @@ def test_each_model_takes_its_reference_recipe_unless_told_otherwise():
         TrainConfig(data="d", out="o", model="feratt", recipe="fast")
 
 
+def test_a_run_saved_before_the_recipes_keeps_what_it_was_trained_with(tmp_path):
+    old = TrainConfig(data="d", out="o", model="caer-net-s").to_dict()
+    for name in ("recipe", "nesterov", "augment_face", "context_resize", "context_jpeg"):
+        del old[name]  # what a config.yaml of then did not hold
+    restored = TrainConfig.from_saved(old)
+    assert (restored.recipe, restored.nesterov, restored.augment_face, restored.context_resize,
+            restored.context_jpeg) == ("legacy", False, True, "area", 0)
+    # its model, built as then (PyTorch numerics; context-ca with BatchNorm on its vector), loads
+    model = create_model("context-ca", num_classes=3, numerics="torch", vector_bn=True)
+    torch.save({"model_name": "context-ca", "classes": ["a", "b", "c"], "model": model.state_dict(),
+                "config": {k: v for k, v in old.items() if k != "model"}, "model_kwargs": {}}, tmp_path / "old.pt")
+    loaded, _ = load_run(tmp_path, str(tmp_path / "old.pt"))
+    assert {m.eps for m in loaded.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {1e-5}
+
+
+def test_nesterov_without_momentum_is_refused_before_anything_is_touched():
+    with pytest.raises(ValueError, match="--nesterov needs"):
+        check_config(TrainConfig(data="d", out="o", model="caer-net-s", momentum=0.0))
+    with pytest.raises(ValueError, match="--nesterov needs"):
+        check_config(TrainConfig(data="d", out="o", model="caer-net-s", optimizer="adam"))
+
+
 def test_the_run_records_its_recipe_and_every_value_it_took(context_data, tmp_path):
     run = tmp_path / "r"
     result = CliRunner().invoke(main, ["train", "--data", str(context_data), "--out", str(run), "--epochs", "1",
@@ -94,7 +118,7 @@ def test_the_run_records_its_recipe_and_every_value_it_took(context_data, tmp_pa
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert (saved["recipe"], saved["batch_size"], saved["lr"], saved["amp"], saved["milestones"],
             saved["context_jpeg"]) == ("reference", 4, 5e-4, "off", [25, 40], 95)
-    assert TrainConfig.from_dict(saved) == load_config(None, {"data": str(context_data), "out": str(run),
+    assert TrainConfig.from_saved(saved) == load_config(None, {"data": str(context_data), "out": str(run),
                                                               "epochs": 1, "face_size": 48, "context_height": 64,
                                                               "context_width": 86, "crop": 56,
                                                               "cache_dir": str(tmp_path / "cache"),

@@ -27,15 +27,16 @@ from .preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 from .stores import ArrayStore, ClipStore, ImageStore
 
 
-def _rotate(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
+def _rotate(x: torch.Tensor, degrees: torch.Tensor, fill: str = "border") -> torch.Tensor:
     """Keras' random_rotation as GLAMOR-Net's reference applies it: bilinear, about the centre, the
-    outside filled with the nearest edge pixel (scipy's mode 'nearest'; tested against scipy)."""
+    outside filled with the nearest edge pixel (scipy's mode 'nearest'; tested against scipy).
+    The clip models, not yet traced to their reference, keep the reflection they were built with."""
     theta = degrees * math.pi / 180
     cos, sin = torch.cos(theta), torch.sin(theta)
     zero = torch.zeros_like(cos)
     mat = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
     grid = F.affine_grid(mat, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode=fill, align_corners=False)
 
 
 def shard(order: np.ndarray, rank: int, world: int) -> np.ndarray:
@@ -241,7 +242,7 @@ class ClipBatches(EpochBatches):
         if draws is not None:
             clips = torch.where((draws[:, 0] < 0.5)[:, None, None, None, None], clips.flip(4), clips)
             angles = (draws[:, 1] * 2 - 1) * self.max_rotation
-            clips = _rotate(clips.flatten(0, 1), angles.repeat_interleave(t)).view(clips.shape)
+            clips = _rotate(clips.flatten(0, 1), angles.repeat_interleave(t), "reflection").view(clips.shape)
         if self.mean is not None:
             clips = (clips - self.mean) / self.std
         return clips, mask, labels

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from glamor_model.models import create_model
+from glamor_model.models.glamor import LEGACY_KWARGS
 from ncaer.atomic import replace_with
 
 
@@ -34,6 +35,8 @@ def load_run(run: str | Path, checkpoint: str = "best", device="cpu"):
         raise ValueError(f"{path} cannot be read as a checkpoint: {str(e).splitlines()[0]}") from e
     # pretrained-weight files were read at training time; their values are in the checkpoint
     kwargs = {k: v for k, v in ckpt.get("model_kwargs", {}).items() if not k.endswith("_weights")}
+    if "recipe" not in ckpt.get("config", {}):  # saved before GLAMOR-Net's Keras numerics: built as then
+        kwargs.update(LEGACY_KWARGS.get(ckpt["model_name"], {}))
     model = create_model(ckpt["model_name"], num_classes=len(ckpt["classes"]), **kwargs)
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), ckpt

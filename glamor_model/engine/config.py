@@ -96,6 +96,12 @@ class TrainConfig:
             d["milestones"] = tuple(d["milestones"])
         return cls(**d)
 
+    @classmethod
+    def from_saved(cls, d: dict) -> TrainConfig:
+        """A run's recorded config; one saved before the recipes existed gets what the engine then did
+        for the options it did not record, not today's recipe."""
+        return cls.from_dict(d if "recipe" in d else {**LEGACY, **d})
+
 
 def load_config(path: str | Path | None, overrides: dict) -> TrainConfig:
     """Defaults <- YAML file <- explicit overrides (options given on the command line)."""
@@ -114,6 +120,8 @@ def load_config(path: str | Path | None, overrides: dict) -> TrainConfig:
 
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+# a config saved before the recipes existed: the values the engine used then for what it did not record
+LEGACY = dict(recipe="legacy", nesterov=False, augment_face=True, context_resize="area", context_jpeg=0)
 
 
 def check_config(config: TrainConfig) -> None:
@@ -125,6 +133,8 @@ def check_config(config: TrainConfig) -> None:
                          "itself); train it without --normalize")
     if config.compile_mode not in COMPILE_MODES:
         raise ValueError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, not {config.compile_mode!r}")
+    if config.nesterov and (config.optimizer != "sgd" or config.momentum <= 0):
+        raise ValueError("--nesterov needs --optimizer sgd with a --momentum above 0 (pass --no-nesterov)")
     if config.log_every < 1:
         raise ValueError("log_every must be at least 1")
     if config.loader_workers is not None and config.loader_workers < 0:

@@ -288,7 +288,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
     last_path = out / "last.pt"
     ddp.agree(lambda: _start_run(out, resume, overwrite), on=ddp.main)
     checkpoint = ddp.from_main(lambda: _load_checkpoint(last_path) if resume else None)
-    saved = TrainConfig.from_dict(checkpoint["config"]).with_absolute_paths() if checkpoint is not None else None
+    saved = TrainConfig.from_saved(checkpoint["config"]).with_absolute_paths() if checkpoint is not None else None
     if saved is not None:
         changed = [k for k in saved.to_dict() if k not in TrainConfig.RESUMABLE
                    and saved.to_dict()[k] != config.to_dict()[k]]

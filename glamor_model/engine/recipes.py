@@ -41,11 +41,14 @@ RECIPES: dict[str, dict[str, dict]] = {
 for _cell in ("face-context-ca", "face-context-none", "face-only", "context-none", "context-ca", "context-gla"):
     RECIPES[_cell] = RECIPES["glamor"]
 RECIPE_NAMES = ("reference", "fast")
+LEGACY_RECIPE = "legacy"  # a run saved before the recipes: every value is in its saved config
 RECIPE_FIELDS = tuple(GLAMOR_REFERENCE)
 
 
 def recipe_values(model: str, recipe: str) -> dict:
     """The recipe's value of every option in RECIPE_FIELDS for `model` (KeyError for an unknown model)."""
+    if recipe == LEGACY_RECIPE:
+        return dict(UNTRACED)
     if recipe not in RECIPE_NAMES:
         raise ValueError(f"recipe must be one of {', '.join(RECIPE_NAMES)}, not {recipe!r}")
     model_family(model)  # an unknown model is refused here

@@ -33,6 +33,10 @@ from .registry import register_model
 ATTENTIONS = ("none", "ca", "gla")
 NUMERICS = ("keras", "torch")
 BN_OPTIONS = ("bn_momentum",)  # what `ncaer train` may set on these models
+# how these models were built before they took GLAMOR-Net's Keras numerics: for checkpoints saved then
+LEGACY_KWARGS = {name: {"numerics": "torch"} for name in (
+    "glamor", "face-context-none", "face-only", "context-none", "context-gla", "glamor-resnet18")}
+LEGACY_KWARGS["context-ca"] = {"numerics": "torch", "vector_bn": True}
 
 
 def set_bn_momentum(module: nn.Module, momentum: float) -> None:
