@@ -102,6 +102,25 @@ def test_a_run_saved_before_the_recipes_keeps_what_it_was_trained_with(tmp_path)
     assert {m.eps for m in loaded.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {1e-5}
 
 
+def test_a_run_saved_before_the_recipes_resumes(context_data, cache, tmp_path, monkeypatch):
+    """Its model was built with PyTorch's numerics (context-ca with a vector BatchNorm); given the values
+    it recorded, it resumes."""
+    import glamor_model.engine.loop as loop
+
+    old_values = dict(model="context-ca", epochs=1, nesterov=False, augment_face=True, context_resize="area",
+                      context_jpeg=0)
+    config = small_config(context_data, tmp_path / "r", cache, **old_values)
+    build = loop.create_model
+    with monkeypatch.context() as patch:  # the model as it was built then
+        patch.setattr(loop, "create_model", lambda name, **kw: build(name, **kw, numerics="torch", vector_bn=True))
+        train(config)
+    checkpoint = torch.load(tmp_path / "r" / "last.pt", weights_only=True)
+    for name in ("recipe", "nesterov", "augment_face", "context_resize", "context_jpeg"):
+        del checkpoint["config"][name]  # what a run of then did not record
+    torch.save(checkpoint, tmp_path / "r" / "last.pt")
+    assert train(replace(config, epochs=2), resume=True)["epoch"] == 1
+
+
 def test_nesterov_without_momentum_is_refused_before_anything_is_touched():
     with pytest.raises(ValueError, match="--nesterov needs"):
         check_config(TrainConfig(data="d", out="o", model="caer-net-s", momentum=0.0))

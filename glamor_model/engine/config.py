@@ -60,7 +60,7 @@ class TrainConfig:
 
     # options that may change when a run is resumed; data and boxes may move (the training samples
     # themselves must stay the same: engine.loop compares their identity)
-    RESUMABLE = ("epochs", "device", "workers", "cache_dir", "data_on_device", "loader_workers", "log_every",
+    RESUMABLE = ("recipe", "epochs", "device", "workers", "cache_dir", "data_on_device", "loader_workers", "log_every",
                  "compile", "compile_mode", "out", "data", "boxes")
     # recorded as absolute paths, so `ncaer evaluate --run RUN` finds them from any folder
     PATHS = ("data", "boxes", "cache_dir")

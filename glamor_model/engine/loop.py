@@ -41,10 +41,11 @@ from glamor_model.data.stores import cache_store, clip_store, default_cache_dir,
 from glamor_model.data.videos import ensure_build
 from glamor_model.models import create_model, model_family
 from glamor_model.models.feratt import reconstruction_figures
+from glamor_model.models.glamor import LEGACY_KWARGS
 from ncaer.atomic import write_text
 
 from .checkpoint import save_atomic
-from .config import TrainConfig, check_config
+from .config import LEGACY, TrainConfig, check_config
 from .device import amp_dtype, pick_device
 from .distributed import Distributed, setup_distributed
 from .optim import create_optimizer, create_scheduler
@@ -309,6 +310,8 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
     # validation runs on rank 0 only
     val_batches = _batches(config, stores.val, False, device, ddp, channels_last) if stores.val and ddp.main else None
     model_kwargs = dict(config.model_kwargs)
+    if saved is not None and saved.recipe == LEGACY["recipe"]:  # built as before the Keras numerics
+        model_kwargs.update(LEGACY_KWARGS.get(config.model, {}))
     if family == "face-image":
         model_kwargs["in_channels"] = 1 if config.grayscale else 3
 
