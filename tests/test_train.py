@@ -202,6 +202,16 @@ def test_batches_crop_flip_rotate_deterministically(context_data, cache):
     assert diffs.min() < 1e-6
 
 
+def test_without_face_augmentation_training_faces_are_the_stored_ones(context_data, cache):
+    prep = Preprocess(**SMALL)
+    store = cache_store(read_dataset(context_data).split("train"), prep, cache)
+    faces, _, _, idx = next(Batches(store, prep, 8, train=True, seed=5, augment_face=False).epoch(0))
+    stored = torch.from_numpy(np.array(store.faces[idx])).permute(0, 3, 1, 2).float() / 255
+    torch.testing.assert_close(faces, stored)
+    augmented, _, _, same = next(Batches(store, prep, 8, train=True, seed=5).epoch(0))
+    assert list(same) == list(idx) and not torch.allclose(augmented, stored)
+
+
 def test_loader_workers_give_the_batches_of_in_process_reading(context_data, cache):
     prep = Preprocess(**SMALL)
     store = cache_store(read_dataset(context_data).split("train"), prep, cache)
