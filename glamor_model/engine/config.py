@@ -11,7 +11,7 @@ import yaml
 from glamor_model.data.preprocess import Preprocess
 from glamor_model.models.registry import check_model_options, model_family
 
-from .recipes import recipe_values
+from .recipes import LEGACY_RECIPE, recipe_values
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ def load_config(path: str | Path | None, overrides: dict) -> TrainConfig:
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 # a config saved before the recipes existed: the values the engine used then for what it did not record
-LEGACY = dict(recipe="legacy", nesterov=False, augment_face=True, context_resize="area", context_jpeg=0)
+LEGACY = dict(recipe=LEGACY_RECIPE, nesterov=False, augment_face=True, context_resize="area", context_jpeg=0)
 
 
 def check_config(config: TrainConfig) -> None:

@@ -45,10 +45,11 @@ from glamor_model.models.glamor import LEGACY_KWARGS
 from ncaer.atomic import write_text
 
 from .checkpoint import save_atomic
-from .config import LEGACY, TrainConfig, check_config
+from .config import TrainConfig, check_config
 from .device import amp_dtype, pick_device
 from .distributed import Distributed, setup_distributed
 from .optim import create_optimizer, create_scheduler
+from .recipes import LEGACY_RECIPE
 
 METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "samples_per_s", "seconds"]
 # what --overwrite removes before training starts: the old run's checkpoints, curve, options and evaluations
@@ -310,7 +311,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
     # validation runs on rank 0 only
     val_batches = _batches(config, stores.val, False, device, ddp, channels_last) if stores.val and ddp.main else None
     model_kwargs = dict(config.model_kwargs)
-    if saved is not None and saved.recipe == LEGACY["recipe"]:  # built as before the Keras numerics
+    if saved is not None and saved.recipe == LEGACY_RECIPE:  # built as before the Keras numerics
         model_kwargs.update(LEGACY_KWARGS.get(config.model, {}))
     if family == "face-image":
         model_kwargs["in_channels"] = 1 if config.grayscale else 3

@@ -42,11 +42,11 @@ for _cell in ("face-context-ca", "face-context-none", "face-only", "context-none
     RECIPES[_cell] = RECIPES["glamor"]
 RECIPE_NAMES = ("reference", "fast")
 LEGACY_RECIPE = "legacy"  # a run saved before the recipes: every value is in its saved config
-RECIPE_FIELDS = tuple(GLAMOR_REFERENCE)
 
 
 def recipe_values(model: str, recipe: str) -> dict:
-    """The recipe's value of every option in RECIPE_FIELDS for `model` (KeyError for an unknown model)."""
+    """The recipe's value of every option it sets (those of GLAMOR_REFERENCE) for `model` (KeyError for an
+    unknown model)."""
     if recipe == LEGACY_RECIPE:
         return dict(UNTRACED)
     if recipe not in RECIPE_NAMES:
