@@ -7,7 +7,7 @@ Each setting is the test's own (tests/test_train.py, test_feratt.py, test_poolin
     python benchmarks/learnability_spread.py frames --seeds 0-5 --threads 1
     python benchmarks/learnability_spread.py faces --model feratt --seeds 0-3
     python benchmarks/learnability_spread.py clutter --seeds 0-3
-    python benchmarks/learnability_spread.py clips --data-seeds 0-2 --seeds 0-1
+    python benchmarks/learnability_spread.py clips --data-seeds 0-2 --seeds 0-1 --models video-tsp,video-mean
 
 One JSON line per run on stdout.
 """
@@ -107,7 +107,7 @@ def clips(args, work: Path) -> None:
                                  expressive=2, seed=data_seed, filler=args.filler)
         for seed in seeds(args.seeds):
             acc = {}
-            for model in ("video-tsp", "video-mean"):
+            for model in args.models.split(","):
                 out = work / f"{model}-{data_seed}-{seed}"
                 train(TrainConfig(data=str(data), out=str(out), model=model, epochs=args.epochs,
                                   optimizer=args.optimizer, lr=args.lr, batch_size=8, frames=8, face_size=32, seed=seed,
@@ -130,6 +130,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3, help="clips only")
     p.add_argument("--epochs", type=int, default=8, help="clips only")
     p.add_argument("--milestones", default="", help="clips only, e.g. 14")
+    p.add_argument("--models", default="video-tsp,video-mean", help="clips only, comma-separated")
     p.add_argument("--work", default=None, help="scratch folder [a new temporary one]")
     args = p.parse_args()
     torch.set_num_threads(args.threads)

@@ -184,8 +184,8 @@ def test_video_model_trains_from_the_videos_directly(demo, tmp_path):
     assert result.exit_code == 0, result.output
     results = json.loads((run / "eval-test" / "results.json").read_text())
     assert results["unit"] == "clip" and results["samples"] == 7
-    assert set(results["pooling_comparison"]) >= {"video-tsp (trained pooling)", "mean pooling of its frame scores"}
-    assert "learned_beta" in results
+    assert set(results["pooling_comparison"]) >= {"video-tsp (trained pooling)", "mean pooling of its frame logits"}
+    assert results["inverse_temperature"] == 1.0
 
 
 def test_video_model_trains_on_the_resnet18_face_branch_and_is_evaluated_without_the_weights_file(demo, tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from glamor_model.models import create_model
+from glamor_model.models import create_model, model_family
 from glamor_model.models.glamor import LEGACY_KWARGS
 from ncaer.atomic import replace_with
 
@@ -16,6 +16,15 @@ from ncaer.atomic import replace_with
 def save_atomic(obj, path: Path) -> None:
     """Written beside `path`, synced, then renamed: a crash leaves the old file or the new one, whole."""
     replace_with(path, lambda tmp: torch.save(obj, tmp))
+
+
+def load_model_state(model, state: dict, path) -> None:
+    """`model.load_state_dict`, with a message for a checkpoint of a model whose structure changed since."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ValueError(f"{path} does not fit today's {model.model_name} (docs/fidelity.md lists what changed): "
+                         f"train it again. {str(e).splitlines()[0]}") from e
 
 
 def load_run(run: str | Path, checkpoint: str = "best", device="cpu"):
@@ -35,8 +44,12 @@ def load_run(run: str | Path, checkpoint: str = "best", device="cpu"):
         raise ValueError(f"{path} cannot be read as a checkpoint: {str(e).splitlines()[0]}") from e
     # pretrained-weight files were read at training time; their values are in the checkpoint
     kwargs = {k: v for k, v in ckpt.get("model_kwargs", {}).items() if not k.endswith("_weights")}
-    if "recipe" not in ckpt.get("config", {}):  # saved before GLAMOR-Net's Keras numerics: built as then
-        kwargs.update(LEGACY_KWARGS.get(ckpt["model_name"], {}))
-    model = create_model(ckpt["model_name"], num_classes=len(ckpt["classes"]), **kwargs)
-    model.load_state_dict(ckpt["model"])
+    name = ckpt["model_name"]
+    if "recipe" not in ckpt.get("config", {}):  # saved before the recipes
+        if model_family(name) == "video":
+            raise ValueError(f"{path} is a {name} trained when the clip models pooled frame probabilities; they now "
+                             "pool frame logits as the reference code does (docs/fidelity.md): train it again")
+        kwargs.update(LEGACY_KWARGS.get(name, {}))  # GLAMOR-Net before its Keras numerics: built as then
+    model = create_model(name, num_classes=len(ckpt["classes"]), **kwargs)
+    load_model_state(model, ckpt["model"], path)
     return model.to(device).eval(), ckpt

@@ -50,12 +50,13 @@ def video_level(probs: np.ndarray, samples: pd.DataFrame, classes: list[str], be
 def evaluate_run(run: str | Path, data: str | None = None, split: str = "test", checkpoint: str = "best",
                  out: str | Path | None = None, attention_maps: int = 0, boxes: str | None = None,
                  device: str = "auto", cache_dir: str = "", workers: int = 2, video: bool = False,
-                 beta: float = 5.0) -> dict:
+                 beta: float | None = None) -> dict:
     """Evaluate a run on a split; writes results.json, predictions.csv, confusion_matrix.{csv,png}.
 
     Without `data` the run's training data is used, and without `cache_dir` the run's cache folder.
     `video`: also pool the frame probabilities of each source video (mean, max, temporal
-    softmax pooling with `beta`) and report clip-level figures.
+    softmax pooling with `beta`, default 5) and report clip-level figures. A clip model's evaluation
+    compares its own pooling with the others over its frame logits (`beta` defaults to its own).
     """
     dev = pick_device(device)
     model, ckpt = load_run(run, checkpoint, dev)
@@ -102,7 +103,7 @@ def evaluate_run(run: str | Path, data: str | None = None, split: str = "test", 
         w = torch.cat(fusion).numpy()
         results["mean_fusion_weights"] = {"face": float(w[:, 0].mean()), "context": float(w[:, 1].mean())}
     if video:
-        results["video_level"] = video_level(probs, samples, classes, beta, out)
+        results["video_level"] = video_level(probs, samples, classes, 5.0 if beta is None else beta, out)
     write_text(json.dumps(results, indent=2) + "\n", out / "results.json")
     predictions = pd.DataFrame({"sample_id": samples["sample_id"], "label": samples["label"],
                                 "predicted": [classes[i] for i in y_pred], "correct": y_true == y_pred})

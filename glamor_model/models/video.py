@@ -3,12 +3,14 @@
 After "Emotion Recognition with Spatial Attention and Temporal Softmax Pooling"
 (Aminbeidokhti et al., 2019): each of T face crops goes through a 2-D CNN (the
 GLAMOR face encoder, or ResNet-18); a spatial attention (1x1 conv, softmax over
-positions) pools its last feature map; a classifier gives per-frame class
-probabilities p_t; temporal softmax pooling with a learned beta weights the
-frames per class, w_tc = softmax_t(beta * p_tc), and the clip score is
-S_c = sum_t w_tc p_tc. `video-mean` and `video-max` pool the same probabilities by
-mean and max, for comparison. beta starts at 5: with probabilities in [0, 1], beta 1
-would pool almost like the mean.
+positions) pools its last feature map; a classifier gives per-frame class logits
+x_tc. The pooling is the lab's public code's (thayral/temporal-stochastic-softmax,
+`Classifier3D.py`): per class, frame weights w_tc = softmax over t of
+(inv_temperature * x_tc), clip score S_c = sum_t w_tc x_tc, then log-softmax over
+classes. The inverse temperature is fixed (that code runs 0 and 1; 0 is the mean of
+the logits, so `video-mean` is the same network at 0). `video-max` takes the per-class
+maximum of the logits. `video-tsp-learned` learns the inverse temperature, kept
+non-negative.
 
 Data: `glamor_model.data` (a video corpus is built once by `ncaer build` with
 --segments T; the face crops of each clip are cached as one uint8 array).
@@ -17,6 +19,7 @@ Data: `glamor_model.data` (a video corpus is built once by `ncaer build` with
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from glamor_model.pooling import temporal_softmax_pool
@@ -25,15 +28,17 @@ from .encoders import ConvEncoder, ResNetFaceEncoder
 from .registry import register_model
 
 
-class TemporalSoftmaxPool(nn.Module):
-    """Temporal softmax pooling with a learned beta."""
+class LearnedInverseTemperature(nn.Module):
+    """beta = softplus(rho) >= 0: a negative beta would weight the least confident frames most."""
 
-    def __init__(self, beta: float):
+    def __init__(self, start: float):
         super().__init__()
-        self.beta = nn.Parameter(torch.tensor(float(beta)))
+        if start <= 0:
+            raise ValueError(f"a learned inverse temperature starts above 0, not at {start}")
+        self.rho = nn.Parameter(torch.tensor(float(start)).expm1().log())  # softplus^-1(start)
 
-    def forward(self, scores: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        return temporal_softmax_pool(scores, self.beta, mask)
+    def forward(self) -> torch.Tensor:
+        return F.softplus(self.rho)
 
 
 class SpatialAttentionPool(nn.Module):
@@ -48,58 +53,74 @@ class SpatialAttentionPool(nn.Module):
         return (fmap.flatten(2) * weights[:, None, :]).sum(2), weights
 
 
-BACKBONES = ("conv", "resnet18")  # per-frame CNN: GLAMOR's face encoder, or the ResNet-18 face branch
+BACKBONES = ("conv", "resnet18")  # per-frame CNN: GLAMOR's face encoder, or a ResNet-18 face branch
+POOLINGS = ("softmax", "learned", "max")
 VIDEO_OPTIONS = ("backbone", "face_weights")
 
 
 class VideoNet(nn.Module):
     def __init__(self, num_classes: int = 7, pooling: str = "softmax", backbone: str = "conv",
-                 face_weights: str | None = None, beta: float = 5.0, dropout: float = 0.5):
+                 face_weights: str | None = None, inv_temperature: float = 1.0, dropout: float = 0.5):
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, not {backbone!r}")
         if face_weights and backbone != "resnet18":
             raise ValueError("face weights are for the resnet18 backbone (--backbone resnet18)")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
+        if inv_temperature < 0:
+            raise ValueError(f"inv_temperature must be >= 0 (0 pools by the mean), not {inv_temperature}")
         self.encoder = ConvEncoder() if backbone == "conv" else ResNetFaceEncoder(face_weights)
         self.spatial = SpatialAttentionPool(self.encoder.out_channels)
         self.classifier = nn.Sequential(nn.Linear(self.encoder.out_channels, 128), nn.ReLU(inplace=True),
                                         nn.Dropout(dropout), nn.Linear(128, num_classes))
         self.pooling = pooling
-        self.temporal = TemporalSoftmaxPool(beta) if pooling == "softmax" else None
+        self.inv_temperature = float(inv_temperature)
+        self.learned = LearnedInverseTemperature(inv_temperature) if pooling == "learned" else None
+
+    def beta(self) -> float:
+        """The inverse temperature the pooling uses now."""
+        return float(self.learned().detach()) if self.learned is not None else self.inv_temperature
 
     def forward_all(self, clips: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
         """clips (B, T, 3, S, S), mask (B, T) of real frames -> clip log-probabilities and what led to them."""
         b, t = clips.shape[:2]
         vec, spatial = self.spatial(self.encoder(clips.flatten(0, 1)))
-        frame_probs = torch.softmax(self.classifier(vec).float(), dim=1).view(b, t, -1)
+        frame_logits = self.classifier(vec).float().view(b, t, -1)
         mask = mask.bool()
-        if self.pooling == "softmax":
-            scores = self.temporal(frame_probs, mask)
-        elif self.pooling == "mean":
-            scores = (frame_probs * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+        mask = mask | ~mask.any(1, keepdim=True)  # a clip with no subject at all: its (black) frames all count
+        if self.pooling == "max":
+            pooled = frame_logits.masked_fill(~mask[..., None], float("-inf")).amax(1)
         else:
-            scores = frame_probs.masked_fill(~mask[..., None], -1.0).amax(1).clamp(min=0)
-        scores = scores.clamp(min=1e-8)
-        return {"logits": torch.log(scores / scores.sum(1, keepdim=True)), "frame_probs": frame_probs,
-                "spatial_attention": spatial.view(b, t, -1)}
+            beta = self.learned() if self.learned is not None else self.inv_temperature
+            pooled = temporal_softmax_pool(frame_logits, beta, mask)
+        return {"logits": F.log_softmax(pooled, dim=1), "frame_logits": frame_logits,
+                "frame_probs": torch.softmax(frame_logits, dim=2), "spatial_attention": spatial.view(b, t, -1)}
 
     def forward(self, clips, mask):
         return self.forward_all(clips, mask)["logits"]
 
 
-@register_model("video-tsp", "clips: face CNN + spatial attention per frame, learned temporal softmax pooling",
-                family="video", options=VIDEO_OPTIONS)
+@register_model("video-tsp", "clips: face CNN + spatial attention per frame, temporal softmax pooling of the "
+                             "frame logits (fixed inverse temperature, default 1)", family="video",
+                options=(*VIDEO_OPTIONS, "inv_temperature"))
 def video_tsp(num_classes=7, **kw):
     return VideoNet(num_classes, "softmax", **kw)
 
 
-@register_model("video-mean", "clips: as video-tsp with mean pooling over frames", family="video",
-                options=VIDEO_OPTIONS)
+@register_model("video-mean", "clips: as video-tsp with mean pooling of the frame logits (inverse temperature 0)",
+                family="video", options=VIDEO_OPTIONS)
 def video_mean(num_classes=7, **kw):
-    return VideoNet(num_classes, "mean", **kw)
+    return VideoNet(num_classes, "softmax", inv_temperature=0.0, **kw)
 
 
-@register_model("video-max", "clips: as video-tsp with max pooling over frames", family="video",
+@register_model("video-max", "clips: as video-tsp with max pooling of the frame logits", family="video",
                 options=VIDEO_OPTIONS)
 def video_max(num_classes=7, **kw):
     return VideoNet(num_classes, "max", **kw)
+
+
+@register_model("video-tsp-learned", "clips: as video-tsp with the inverse temperature learned (kept >= 0)",
+                family="video", options=(*VIDEO_OPTIONS, "inv_temperature"))
+def video_tsp_learned(num_classes=7, **kw):
+    return VideoNet(num_classes, "learned", **kw)
