@@ -25,8 +25,8 @@ def test_every_model_gives_logits_and_normalised_weights(name):
     with torch.no_grad():
         out = model.forward_all(FACE, CONTEXT)
     assert out["logits"].shape == (3, 7)
-    if "attention" in out:  # GLA or CA over the 7x7 context map
-        assert out["attention"].shape == (3, 49)
+    if "attention" in out:  # GLA or CA over the context map: 7x7 (3x3 for caer-resnet18, which pools it once more)
+        assert out["attention"].shape == (3, 9 if name == "caer-resnet18" else 49)
         torch.testing.assert_close(out["attention"].sum(1), torch.ones(3))
         assert (out["attention"] >= 0).all()
     if "fusion_weights" in out:
@@ -103,15 +103,15 @@ def test_face_only_and_context_none_ignore_the_other_input():
             torch.testing.assert_close(model(*inputs), model(*other))
 
 
-def test_resnet18_face_branch_loads_torchvision_format_weights(tmp_path):
+def test_resnet18_face_branch_loads_a_data_parallel_checkpoint_with_another_classifier(tmp_path):
+    """As ndkhanh360/CAER 4bd7625 loads ijba_res18_naive.pth: {'state_dict': {'module.' + key: ...}}, its fc
+    (a face-identity classifier) dropped."""
     torch.manual_seed(3)
-    reference = ResNet18(num_classes=1000)
-    torch.save(reference.state_dict(), tmp_path / "r18.pth")
-    model = create_model("glamor-resnet18", face_weights=str(tmp_path / "r18.pth"), freeze_face=True)
+    reference = ResNet18(num_classes=10)
+    torch.save({"state_dict": {"module." + k: v for k, v in reference.state_dict().items()}}, tmp_path / "r18.pth")
+    model = create_model("caer-resnet18", face_weights=str(tmp_path / "r18.pth"))
     torch.testing.assert_close(model.face_encoder.resnet.layer3[0].conv1.weight, reference.layer3[0].conv1.weight)
-    frozen = {n.split(".")[0] for n, p in model.face_encoder.resnet.named_parameters() if not p.requires_grad}
-    assert "layer4" not in frozen and "layer1" in frozen
-    assert model(FACE, CONTEXT).shape == (3, 7)
+    assert model(torch.rand(3, 3, 160, 160), CONTEXT).shape == (3, 7)
 
 
 def test_masked_context_is_zero_inside_the_face_box():
@@ -207,10 +207,10 @@ def test_clip_models_take_the_resnet18_face_branch_with_torchvision_weights(tmp_
 
 def test_model_options_are_checked_against_the_registry():
     check_model_options("video-mean", {"backbone": "resnet18", "face_weights": "r18.pth"})
-    check_model_options("glamor-resnet18", {"face_weights": "r18.pth", "freeze_face": True})
+    check_model_options("caer-resnet18", {"face_weights": "r18.pth"})
     with pytest.raises(ValueError, match="--backbone is for video-max, video-mean, video-tsp, not glamor$"):
         check_model_options("glamor", {"backbone": "resnet18"})
-    with pytest.raises(ValueError, match="--face-weights is for glamor-resnet18, video-max, video-mean, video-tsp, "
+    with pytest.raises(ValueError, match="--face-weights is for caer-resnet18, video-max, video-mean, video-tsp, "
                                          "not feratt"):
         check_model_options("feratt", {"face_weights": "r18.pth"})
     with pytest.raises(ValueError, match="no model takes the option 'depth'"):

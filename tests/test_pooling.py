@@ -1,10 +1,8 @@
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from glamor_model.models import create_model
@@ -91,55 +89,19 @@ def test_a_negative_inverse_temperature_is_refused():
         create_model("video-tsp", num_classes=3, inv_temperature=-1.0)
 
 
-@pytest.mark.parametrize("frames,direction", [("one telling frame, the others leaning to another class", "up"),
-                                              ("all telling but one, confidently wrong", "down")])
-def test_video_tsp_learned_moves_its_inverse_temperature_the_way_its_clips_call_for(frames, direction):
-    """Training video-tsp-learned's pooling on fixed frame logits moves its inverse temperature from 1 the
-    way the clips call for, and never below 0. Up (towards max pooling): one frame per clip gives its class
-    2.5 and the other seven give another class 1, so the mean is wrong (2.5/8 against 7/8) and the max right.
-    Down (towards the mean): seven frames give the class 3 and one gives another class 4, so the mean is
-    right and the max wrong. Fails if the model pools with anything but its learned value, or that value
-    gets no gradient."""
-    torch.manual_seed(0)
-    model = create_model("video-tsp-learned", num_classes=3)
-    b, t = 32, 8
-    labels = torch.randint(0, 3, (b,))
-    other = (labels + 1) % 3
-    clip, frame = torch.arange(b), torch.randint(0, t, (b,))
-    if direction == "up":
-        logits = F.one_hot(other, 3)[:, None].repeat(1, t, 1) * 1.0 + torch.randn(b, t, 3) * 0.1
-        logits[clip, frame] = F.one_hot(labels, 3) * 2.5
-    else:
-        logits = F.one_hot(labels, 3)[:, None].repeat(1, t, 1) * 3.0 + torch.randn(b, t, 3) * 0.1
-        logits[clip, frame] = F.one_hot(other, 3) * 4.0
-    model.classifier = _FrameScores(logits.flatten(0, 1))
-    clips, mask = torch.zeros(b, t, 3, 16, 16), torch.ones(b, t, dtype=torch.bool)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
-    seen = []
-    for _ in range(60):
-        loss = F.nll_loss(model.forward_all(clips, mask)["logits"], labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        seen.append(model.beta())
-    assert min(seen) >= 0
-    # measured: 2.97 (up) and 0.11 (down) after 60 steps
-    assert seen[-1] > 2 if direction == "up" else seen[-1] < 0.5, seen[-1]
-
-
 def test_evaluation_reports_the_models_inverse_temperature(tmp_path):
     from glamor_model.eval.evaluate import evaluate_run
     from learnability import CLASSES, make_clip_dataset
     from untrained_runs import write_run
 
     data = make_clip_dataset(tmp_path / "clips", {"test": 1}, frames=2)
-    run = write_run(tmp_path / "run", "video-tsp-learned", data, CLASSES, frames=2, face_size=32,
+    run = write_run(tmp_path / "run", "video-tsp", data, CLASSES, frames=2, face_size=32,
                     cache_dir=str(tmp_path / "cache"))
     ckpt = torch.load(run / "best.pt", weights_only=True)
-    ckpt["model"]["learned.rho"] = torch.tensor(7.25).expm1().log()
+    ckpt["model_kwargs"] = {"inv_temperature": 7.25}  # as `ncaer train --inv-temperature 7.25` records it
     torch.save(ckpt, run / "best.pt")
     results = evaluate_run(run)
-    assert results["inverse_temperature"] == pytest.approx(7.25, rel=1e-6)
+    assert results["inverse_temperature"] == 7.25
     assert "softmax pooling of its frame logits (inverse temperature 7.25)" in results["pooling_comparison"]
 
 
@@ -151,10 +113,7 @@ def test_pool_shapes(how):
 def test_clip_models_learn_a_label_that_two_frames_of_eight_carry(tmp_path):
     """2 of 8 frames per clip show the class, the other 6 are noise (3 classes, chance 1/3): both
     temporal softmax and mean pooling learn it, judged with the best-on-validation checkpoint as the
-    reference recipe keeps it. (With this model the last checkpoint is no fair judge: pooled
-    probabilities saturate and some runs fall back to chance after learning; and whether softmax
-    pooling beats mean pooling when the other frames look like one class depends on the run:
-    docs/video.md.)"""
+    reference recipe keeps it (docs/video.md compares the poolings)."""
     from glamor_model.engine.config import TrainConfig
     from glamor_model.engine.loop import train
     from glamor_model.eval.evaluate import evaluate_run
@@ -194,3 +153,7 @@ def test_a_clip_model_saved_before_the_logit_pooling_is_refused_with_a_message(t
     torch.save(ckpt, run / "old.pt")
     with pytest.raises(ValueError, match="pooled frame probabilities"):
         load_run(run, str(run / "old.pt"))
+    ckpt["model_name"] = "glamor-resnet18"  # a model since removed
+    torch.save(ckpt, run / "gone.pt")
+    with pytest.raises(ValueError, match="a model this ncaer no longer has"):
+        load_run(run, str(run / "gone.pt"))

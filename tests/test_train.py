@@ -81,6 +81,10 @@ def test_each_model_takes_its_reference_recipe_unless_told_otherwise():
     optimizer = create_optimizer([torch.nn.Parameter(torch.zeros(1))], caer, torch.device("cpu"))
     assert optimizer.param_groups[0]["nesterov"] and optimizer.param_groups[0]["momentum"] == 0.9
     assert TrainConfig(data="d", out="o", model="face-context-ca").batch_size == 4  # an ablation cell: GLAMOR's
+    video = TrainConfig(data="d", out="o", model="video-tsp")  # thayral/temporal-stochastic-softmax
+    # 8 accumulated batches of 4, each backward() on its mean: lr and decay on the mean over 32 are 8x and 1/8
+    assert (video.batch_size, video.optimizer, video.lr, video.momentum, video.weight_decay, video.milestones,
+            video.amp) == (32, "sgd", 4e-3, 0.9, 1.25e-4, (), "off")
     fast = TrainConfig(data="d", out="o", recipe="fast", lr=0.01)
     assert (fast.batch_size, fast.amp, fast.lr) == (256, "auto", 0.01)  # an option given wins over the recipe
     with pytest.raises(ValueError, match="no fast recipe"):
@@ -590,3 +594,14 @@ def test_model_options_from_the_command_line_join_those_of_the_config_file(tmp_p
     assert config.model_kwargs == {"backbone": "resnet18", "face_weights": "new.pth"} and config.epochs == 3
     with pytest.raises(ValueError, match="--backbone is for"):  # checked before any data is read
         load_config(path, {"model": "glamor"})
+
+
+def test_a_config_file_may_write_numbers_as_yaml_reads_them(tmp_path):
+    """YAML 1.1 reads `1e-2` (no dot) as a string: it is the number a user means; a word is refused by name."""
+    path = tmp_path / "c.yaml"
+    path.write_text("data: d\nout: o\nlr: 1e-2\nweight_decay: 5e-4\nmin_lr: 0\n")
+    config = load_config(path, {})
+    assert (config.lr, config.weight_decay, config.min_lr) == (0.01, 5e-4, 0.0)
+    path.write_text("data: d\nout: o\nlr: fast\n")
+    with pytest.raises(ValueError, match="lr: 'fast' is not a number"):
+        load_config(path, {})

@@ -121,8 +121,9 @@ class EpochBatches:
             return x.to(self.device, non_blocking=True)
         return x
 
-    def _host_batches(self, chunks: list[np.ndarray]):
-        """uint8 arrays of each batch read on the host: in loader workers, or here."""
+    def _host_batches(self, chunks: list[np.ndarray], epoch: int):
+        """uint8 arrays of each batch read on the host: in loader workers, or here. (`epoch`: for arrays
+        made per epoch, data.composites.)"""
         if not self.loader_workers:
             return ([read_rows(getattr(self.store, a), idx) for a in self.arrays] for idx in chunks)
         # its own generator: a DataLoader otherwise seeds its workers from the global one, and every
@@ -139,7 +140,7 @@ class EpochBatches:
                  if self.train and self.draws else None)
         order_dev = self._to_device(torch.from_numpy(order))
         chunks = [order[s : s + self.batch_size] for s in range(0, len(order), self.batch_size)]
-        host = None if self.resident is not None else self._host_batches(chunks)
+        host = None if self.resident is not None else self._host_batches(chunks, epoch)
         for k, idx in enumerate(chunks):
             at = slice(k * self.batch_size, k * self.batch_size + len(idx))
             t = order_dev[at]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from glamor_model.models import create_model, model_family
+from glamor_model.models import create_model, list_models, model_family
 from glamor_model.models.glamor import LEGACY_KWARGS
 from ncaer.atomic import replace_with
 
@@ -45,6 +45,9 @@ def load_run(run: str | Path, checkpoint: str = "best", device="cpu"):
     # pretrained-weight files were read at training time; their values are in the checkpoint
     kwargs = {k: v for k, v in ckpt.get("model_kwargs", {}).items() if not k.endswith("_weights")}
     name = ckpt["model_name"]
+    if name not in list_models():
+        raise ValueError(f"{path} holds a {name}, a model this ncaer no longer has (docs/models.md says what "
+                         "replaced it)")
     if "recipe" not in ckpt.get("config", {}):  # saved before the recipes
         if model_family(name) == "video":
             raise ValueError(f"{path} is a {name} trained when the clip models pooled frame probabilities; they now "

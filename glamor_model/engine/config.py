@@ -23,7 +23,7 @@ class TrainConfig:
     recipe: str = "reference"  # engine.recipes: the value of every option below left at None
     epochs: int | None = None
     batch_size: int | None = None
-    optimizer: str | None = None  # sgd | adam
+    optimizer: str | None = None  # sgd | adam | amsgrad (Adam's AMSGrad variant)
     lr: float | None = None
     momentum: float | None = None
     nesterov: bool | None = None
@@ -42,7 +42,7 @@ class TrainConfig:
     context_face: str = "masked"  # masked | visible
     context_resize: str | None = None  # tf-bilinear (GLAMOR-Net's reference) | area
     context_jpeg: int | None = None  # JPEG quality of the masked frame's re-encode; 0: none
-    face_size: int = 96
+    face_size: int | None = None  # face crop side; the recipe's: 96, caer-resnet18 160
     context_height: int = 128
     context_width: int = 171
     crop: int = 112
@@ -50,13 +50,14 @@ class TrainConfig:
     frames: int = 8  # video models: frames per clip
     image_size: int = 128  # face-image models (FERAtt, PreActResNet-18): input size
     grayscale: bool = False  # face-image models: one input channel
+    fresh_composites: bool = False  # face-image models on an `ncaer synth` output: a new composite per draw
     cache_dir: str = ""  # default: ~/.cache/ncaer/arrays
     workers: int = 2  # processes that preprocess the images into the cache
     data_on_device: str = "auto"  # keep the uint8 arrays on the GPU when they fit
     loader_workers: int | None = None  # processes reading arrays kept on disk (None: 4 on CUDA, 0 on the CPU)
     log_every: int = 50  # steps between progress reports (each waits for the device)
     sync_bn: bool = False
-    model_kwargs: dict = field(default_factory=dict)  # the model's options, e.g. face_weights for glamor-resnet18
+    model_kwargs: dict = field(default_factory=dict)  # the model's options, e.g. face_weights for caer-resnet18
 
     # options that may change when a run is resumed; data and boxes may move (the training samples
     # themselves must stay the same: engine.loop compares their identity)
@@ -108,6 +109,12 @@ def load_config(path: str | Path | None, overrides: dict) -> TrainConfig:
     values = {}
     if path:
         values = yaml.safe_load(Path(path).read_text()) or {}
+        for f in fields(TrainConfig):  # YAML 1.1 reads 1e-2 (no dot) as a string
+            if f.type.startswith("float") and isinstance(values.get(f.name), str):
+                try:
+                    values[f.name] = float(values[f.name])
+                except ValueError:
+                    raise ValueError(f"{path}: {f.name}: {values[f.name]!r} is not a number") from None
     model_kwargs = {**(values.get("model_kwargs") or {}), **(overrides.get("model_kwargs") or {})}
     values.update({k: v for k, v in overrides.items() if v is not None})
     values["model_kwargs"] = model_kwargs
@@ -129,8 +136,10 @@ def check_config(config: TrainConfig) -> None:
     check_model_options(config.model, config.model_kwargs)
     if config.normalize and model_family(config.model) == "face-image":
         raise ValueError(f"--normalize is not for {config.model}: the face-image models take images in [0, 1] as "
-                         "their reference code feeds them (FERAtt's attention encoder applies ImageNet's mean/std "
-                         "itself); train it without --normalize")
+                         "their reference code feeds them; train it without --normalize")
+    if config.fresh_composites and model_family(config.model) != "face-image":
+        raise ValueError(f"--fresh-composites is for the face-image models (FERAtt, preactresnet18), "
+                         f"not {config.model}")
     if config.compile_mode not in COMPILE_MODES:
         raise ValueError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, not {config.compile_mode!r}")
     if config.nesterov and (config.optimizer != "sgd" or config.momentum <= 0):

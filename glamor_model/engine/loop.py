@@ -36,6 +36,7 @@ import torch.nn.functional as F
 import yaml
 
 from glamor_model.data.batches import Batches, ClipBatches, EpochBatches, ImageBatches
+from glamor_model.data.composites import CompositeBatches, CompositeSource, composite_source
 from glamor_model.data.datasets import read_dataset
 from glamor_model.data.stores import cache_store, clip_store, default_cache_dir, image_store
 from glamor_model.data.videos import ensure_build
@@ -44,7 +45,7 @@ from glamor_model.models.feratt import reconstruction_figures
 from glamor_model.models.glamor import LEGACY_KWARGS
 from ncaer.atomic import write_text
 
-from .checkpoint import save_atomic
+from .checkpoint import load_model_state, save_atomic
 from .config import TrainConfig, check_config
 from .device import amp_dtype, pick_device
 from .distributed import Distributed, setup_distributed
@@ -146,6 +147,9 @@ def _prepare_stores(config: TrainConfig, checkpoint: dict | None, saved: TrainCo
     if family == "face-image":
         def make(samples):
             return image_store(samples, config.image_size, config.grayscale, cache_dir, config.workers)
+        if config.fresh_composites:  # training renders its composites; validation reads the pre-rendered ones
+            train = composite_source(config.data, train_samples, config.image_size, config.grayscale)
+            return Stores(dataset.classes, identity, train, make(val_samples) if len(val_samples) else None)
     else:
         def make(samples):
             return cache_store(samples, prep, cache_dir, config.workers)
@@ -165,6 +169,8 @@ def _batches(config: TrainConfig, store, train: bool, device: torch.device, ddp:
     common = dict(device=device, seed=config.seed, on_device=on_device, loader_workers=config.loader_workers, **shard)
     if family == "video":
         return ClipBatches(store, size, train, normalize=config.normalize, **common)
+    if isinstance(store, CompositeSource):
+        return CompositeBatches(store, size, train, channels_last=channels_last, **common)
     if family == "face-image":
         return ImageBatches(store, size, train, channels_last=channels_last, **common)
     return Batches(store, config.prep, size, train, normalize=config.normalize, channels_last=channels_last,
@@ -329,7 +335,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
     step = TrainStep(net, model, optimizer, config, device, train_batches.make)
     history, start_epoch, best = [], 0, {"val_acc": -1.0, "epoch": -1}
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
+        load_model_state(model, checkpoint["model"], last_path)
         # the saved state carries its device's kernel choice (fused on CUDA, not on the CPU): keep this one's
         kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in optimizer.param_groups]
         optimizer.load_state_dict(checkpoint["optimizer"])

@@ -41,7 +41,7 @@ def evaluate_clips(model, ckpt: dict, data: str, split: str, out: Path, device, 
             logits.append(res["logits"].cpu())
             frame_logits.append(res["frame_logits"].cpu())
     logits, frame_logits = torch.cat(logits).numpy(), torch.cat(frame_logits).numpy()
-    beta = model.beta() if beta is None else beta
+    beta = model.inv_temperature if beta is None else beta
     classes, labels = ckpt["classes"], store.labels
     results = {"samples": len(labels), "unit": "clip", **classification_metrics(labels, logits.argmax(1), len(classes))}
     comparison = {f"{ckpt['model_name']} (trained pooling)": results["accuracy"]}
@@ -51,7 +51,8 @@ def evaluate_clips(model, ckpt: dict, data: str, split: str, out: Path, device, 
         name = f"{how} pooling of its frame logits" + (f" (inverse temperature {beta:g})" if how == "softmax" else "")
         comparison[name] = classification_metrics(labels, pred, len(classes))["accuracy"]
     results["pooling_comparison"] = comparison
-    results["inverse_temperature"] = model.beta()
+    if model.pooling == "softmax":  # video-max has none
+        results["inverse_temperature"] = model.inv_temperature
     table = pd.DataFrame({"video_id": store.video_ids, "label": [classes[i] for i in labels],
                           "predicted": [classes[i] for i in logits.argmax(1)]})
     write_csv(table, out / "predictions.csv")

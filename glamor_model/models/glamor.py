@@ -1,8 +1,8 @@
 """GLAMOR-Net, CAER-Net-S and the ablation variants, as the reference code builds them.
 
 Layer list: ../shared/reference/REFERENCE.md ("GLAMOR-Net as the reference code
-implements it"). Inputs: face (B, 3, 96, 96) and context (B, 3, 112, 112), both
-in [0, 1] (or ImageNet-normalised). Every model takes both and ignores what its
+implements it"). Inputs: face (B, 3, 96, 96) (160x160 for caer-resnet18) and context (B, 3, 112, 112),
+both in [0, 1] (or ImageNet-normalised). Every model takes both and ignores what its
 setting does not use, so training and evaluation code is the same for all.
 
 Settings of the paper's ablation (Table 2):
@@ -35,7 +35,7 @@ NUMERICS = ("keras", "torch")
 BN_OPTIONS = ("bn_momentum",)  # what `ncaer train` may set on these models
 # how these models were built before they took GLAMOR-Net's Keras numerics: for checkpoints saved then
 LEGACY_KWARGS = {name: {"numerics": "torch"} for name in (
-    "glamor", "face-context-none", "face-only", "context-none", "context-gla", "glamor-resnet18")}
+    "glamor", "face-context-none", "face-only", "context-none", "context-gla")}
 LEGACY_KWARGS["context-ca"] = {"numerics": "torch", "vector_bn": True}
 
 
@@ -83,7 +83,7 @@ class GlobalLocalAttention(nn.Module):
 
 class ContextAttention(nn.Module):
     """CAER-Net-S: Conv 3x3 256->128 -> BN -> ReLU -> Conv 3x3 128->1 -> BN -> ReLU, softmax over HxW;
-    the context vector is the average pool of map x attention."""
+    the context vector is the average pool of map x attention (CAER's ResNet-18 variant: 512->64->1)."""
 
     def __init__(self, channels: int, hidden: int = 128):
         super().__init__()
@@ -117,8 +117,8 @@ class ContextEmotionNet(nn.Module):
 
     def __init__(self, num_classes: int = 7, streams: str = "face+context", attention: str = "gla",
                  vector_bn: bool = False, face_encoder: nn.Module | None = None,
-                 context_filters=(32, 64, 128, 256, 256), dropout: float = 0.5, numerics: str = "keras",
-                 bn_momentum: float | None = None):
+                 context_filters=(32, 64, 128, 256, 256), context_pool_last: bool = False, ca_hidden: int = 128,
+                 dropout: float = 0.5, numerics: str = "keras", bn_momentum: float | None = None):
         super().__init__()
         if numerics not in NUMERICS:
             raise ValueError(f"numerics must be one of {NUMERICS}, not {numerics!r}")
@@ -129,14 +129,14 @@ class ContextEmotionNet(nn.Module):
         self.streams, self.attention_kind = streams, attention
         uses_face_encoder = streams != "context" or attention == "gla"
         self.face_encoder = (face_encoder or ConvEncoder()) if uses_face_encoder else None
-        self.context_encoder = ConvEncoder(context_filters) if streams != "face" else None
+        self.context_encoder = ConvEncoder(context_filters, context_pool_last) if streams != "face" else None
         face_dim = self.face_encoder.out_channels if self.face_encoder is not None else 0
         context_dim = self.context_encoder.out_channels if self.context_encoder is not None else 0
         self.attention = None
         if self.context_encoder is not None and attention == "gla":
             self.attention = GlobalLocalAttention(face_dim, context_dim)
         elif self.context_encoder is not None and attention == "ca":
-            self.attention = ContextAttention(context_dim)
+            self.attention = ContextAttention(context_dim, ca_hidden)
         dims = ([face_dim] if streams != "context" else []) + ([context_dim] if streams != "face" else [])
         # CAER-Net-S normalises both vectors before the fusion
         self.vector_bn = nn.ModuleList(nn.BatchNorm1d(d) for d in dims) if vector_bn else None
@@ -223,9 +223,24 @@ def context_gla(num_classes=7, **kw):
     return ContextEmotionNet(num_classes, "context", "gla", **kw)
 
 
-@register_model("glamor-resnet18", "GLAMOR-Net with a ResNet-18 face branch (torchvision weights optional) and a "
-                                   "512-filter context CNN", options=("face_weights", "freeze_face", *BN_OPTIONS))
-def glamor_resnet18(num_classes=7, face_weights: str | None = None, freeze_face: bool = False, **kw):
-    return ContextEmotionNet(num_classes, "face+context", "gla", face_encoder=ResNetFaceEncoder(face_weights,
-                                                                                                freeze_face),
-                             context_filters=(32, 64, 128, 256, 512), **kw)
+# ndkhanh360/CAER at commit 4bd7625 (model/model.py; its class is CAERSNet: context attention, not GLA)
+FACE_RECOGNITION_WEIGHTS = (
+    "a face-recognition ResNet-18 state dict in torchvision format; the reference loads ijba_res18_naive.pth "
+    "(DREAM's ResNet-18 trained on MS-Celeb-1M, as FER code such as RAN and SCN redistributes it; its 'module.' "
+    "prefixes and classifier are dropped on loading). Nothing is downloaded.")
+
+
+@register_model("caer-resnet18", "CAER-Net-S with a face-recognition ResNet-18 face branch (frozen but layer4[1]) "
+                                 "and a 512-filter context CNN: ndkhanh360/CAER 4bd7625",
+                options=("face_weights", *BN_OPTIONS), required={"face_weights": FACE_RECOGNITION_WEIGHTS})
+def caer_resnet18(num_classes=7, face_weights: str | None = None, **kw):
+    """Face 160x160 -> ResNet-18 with fc removed (model.py:39,55), only layer4[1] learning (:57-61) -> 512;
+    context: Encoder [3, 32, 64, 128, 256, 512] pooling after every block (:24, :38,64; 112 -> 3x3), attention
+    Encoder [512, 64, 1] without pools (:65), map x softmax average-pooled (:71-74, :94); no BatchNorm on the
+    vectors; fusion Linear 512->128->1 per stream (:81-84), Linear 1024->128 -> ReLU -> Dropout 0.5 ->
+    Linear (:87-90, :110-116). PyTorch's initialisation. Without `face_weights` (a trained checkpoint being
+    loaded) the face branch starts random."""
+    return ContextEmotionNet(num_classes, "face+context", "ca", face_encoder=ResNetFaceEncoder(face_weights,
+                                                                                                "layer4.1."),
+                             context_filters=(32, 64, 128, 256, 512), context_pool_last=True, ca_hidden=64,
+                             numerics="torch", **kw)

@@ -15,17 +15,22 @@ _MODELS: dict[str, Callable[..., nn.Module]] = {}
 _DESCRIPTIONS: dict[str, str] = {}
 _FAMILIES: dict[str, str] = {}
 _OPTIONS: dict[str, tuple[str, ...]] = {}
+_REQUIRED: dict[str, dict[str, str]] = {}
 FAMILIES = ("frame", "video", "face-image")
 
 
-def register_model(name: str, description: str, family: str = "frame", options: tuple[str, ...] = ()):
+def register_model(name: str, description: str, family: str = "frame", options: tuple[str, ...] = (),
+                   required: dict[str, str] | None = None):
     """`family` says what the model's two inputs are:
-    frame: face crop (B, 3, 96, 96) and face-masked context (B, 3, 112, 112);
+    frame: face crop (B, 3, S, S), S the run's face_size (96 unless the model's recipe says otherwise),
+    and face-masked context (B, 3, 112, 112);
     video: clips of face crops (B, T, 3, S, S) and a frame mask (B, T);
     face-image: an image (B, C, S, S) and, for the training loss, its clean target image.
     `options` are the constructor arguments a user may set (`ncaer train --face-weights`, or
     `model_kwargs` in a config file). Options ending in `_weights` name files whose tensors end up
-    in the checkpoint, so a trained model is rebuilt without them."""
+    in the checkpoint, so a trained model is rebuilt without them. `required` maps the options that
+    training cannot do without to what they are (the model itself is built without them when a
+    checkpoint is loaded)."""
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}")
 
@@ -36,6 +41,7 @@ def register_model(name: str, description: str, family: str = "frame", options: 
         _DESCRIPTIONS[name] = description
         _FAMILIES[name] = family
         _OPTIONS[name] = tuple(options)
+        _REQUIRED[name] = dict(required or {})
         return fn
 
     return wrap
@@ -61,8 +67,12 @@ def model_options(name: str) -> tuple[str, ...]:
 
 
 def check_model_options(name: str, options: dict) -> None:
-    """Refuse an unknown model (KeyError) and options it does not take, naming the models that do."""
+    """Refuse an unknown model (KeyError), options it does not take, naming the models that do, and a
+    missing required option (ValueError)."""
     takes = model_options(name)
+    for option, what in _REQUIRED[name].items():
+        if not options.get(option):
+            raise ValueError(f"{name} needs --{option.replace('_', '-')}: {what}")
     for option in options:
         if option not in takes:
             takers = [n for n in sorted(_OPTIONS) if option in _OPTIONS[n]]

@@ -9,8 +9,8 @@ x_tc. The pooling is the lab's public code's (thayral/temporal-stochastic-softma
 (inv_temperature * x_tc), clip score S_c = sum_t w_tc x_tc, then log-softmax over
 classes. The inverse temperature is fixed (that code runs 0 and 1; 0 is the mean of
 the logits, so `video-mean` is the same network at 0). `video-max` takes the per-class
-maximum of the logits. `video-tsp-learned` learns the inverse temperature, kept
-non-negative.
+maximum of the logits. A learned inverse temperature did no better than the fixed one on
+generated clips (docs/video.md), so it is not offered.
 
 Data: `glamor_model.data` (a video corpus is built once by `ncaer build` with
 --segments T; the face crops of each clip are cached as one uint8 array).
@@ -28,19 +28,6 @@ from .encoders import ConvEncoder, ResNetFaceEncoder
 from .registry import register_model
 
 
-class LearnedInverseTemperature(nn.Module):
-    """beta = softplus(rho) >= 0: a negative beta would weight the least confident frames most."""
-
-    def __init__(self, start: float):
-        super().__init__()
-        if start <= 0:
-            raise ValueError(f"a learned inverse temperature starts above 0, not at {start}")
-        self.rho = nn.Parameter(torch.tensor(float(start)).expm1().log())  # softplus^-1(start)
-
-    def forward(self) -> torch.Tensor:
-        return F.softplus(self.rho)
-
-
 class SpatialAttentionPool(nn.Module):
     """Softmax over the positions of a 1x1-conv score map; returns the weighted sum and the weights."""
 
@@ -54,7 +41,7 @@ class SpatialAttentionPool(nn.Module):
 
 
 BACKBONES = ("conv", "resnet18")  # per-frame CNN: GLAMOR's face encoder, or a ResNet-18 face branch
-POOLINGS = ("softmax", "learned", "max")
+POOLINGS = ("softmax", "max")
 VIDEO_OPTIONS = ("backbone", "face_weights")
 
 
@@ -76,11 +63,6 @@ class VideoNet(nn.Module):
                                         nn.Dropout(dropout), nn.Linear(128, num_classes))
         self.pooling = pooling
         self.inv_temperature = float(inv_temperature)
-        self.learned = LearnedInverseTemperature(inv_temperature) if pooling == "learned" else None
-
-    def beta(self) -> float:
-        """The inverse temperature the pooling uses now."""
-        return float(self.learned().detach()) if self.learned is not None else self.inv_temperature
 
     def forward_all(self, clips: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
         """clips (B, T, 3, S, S), mask (B, T) of real frames -> clip log-probabilities and what led to them."""
@@ -92,8 +74,7 @@ class VideoNet(nn.Module):
         if self.pooling == "max":
             pooled = frame_logits.masked_fill(~mask[..., None], float("-inf")).amax(1)
         else:
-            beta = self.learned() if self.learned is not None else self.inv_temperature
-            pooled = temporal_softmax_pool(frame_logits, beta, mask)
+            pooled = temporal_softmax_pool(frame_logits, self.inv_temperature, mask)
         return {"logits": F.log_softmax(pooled, dim=1), "frame_logits": frame_logits,
                 "frame_probs": torch.softmax(frame_logits, dim=2), "spatial_attention": spatial.view(b, t, -1)}
 
@@ -118,9 +99,3 @@ def video_mean(num_classes=7, **kw):
                 options=VIDEO_OPTIONS)
 def video_max(num_classes=7, **kw):
     return VideoNet(num_classes, "max", **kw)
-
-
-@register_model("video-tsp-learned", "clips: as video-tsp with the inverse temperature learned (kept >= 0)",
-                family="video", options=(*VIDEO_OPTIONS, "inv_temperature"))
-def video_tsp_learned(num_classes=7, **kw):
-    return VideoNet(num_classes, "learned", **kw)

@@ -28,7 +28,8 @@ def _train_options(f):
                           "[reference]."),
         click.option("--epochs", type=int, default=None, help="[recipe; glamor 60]"),
         click.option("--batch-size", type=int, default=None, help="Per process [recipe; glamor 4]."),
-        click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default=None, help="[recipe; glamor sgd]"),
+        click.option("--optimizer", type=click.Choice(["sgd", "adam", "amsgrad"]), default=None,
+                     help="amsgrad: Adam's AMSGrad variant [recipe; glamor sgd]."),
         click.option("--lr", type=float, default=None, help="[recipe; glamor 5e-4]"),
         click.option("--momentum", type=float, default=None, help="SGD momentum [recipe; glamor 0.9]"),
         click.option("--nesterov/--no-nesterov", default=None, help="SGD with Nesterov momentum [recipe; glamor off]"),
@@ -52,7 +53,7 @@ def _train_options(f):
                           "(one process only) [default]."),
         click.option("--normalize/--no-normalize", default=None,
                      help="ImageNet mean/std instead of pixels in 0..1 [recipe; glamor off]."),
-        click.option("--face-size", type=int, default=None, help="[96]"),
+        click.option("--face-size", type=int, default=None, help="[recipe; 96, caer-resnet18 160]"),
         click.option("--context-size", default=None, help="Context resize HxW before cropping [128x171]."),
         click.option("--crop", type=int, default=None, help="Context crop [112]."),
         click.option("--context-resize", type=click.Choice(["tf-bilinear", "area"]), default=None,
@@ -64,6 +65,9 @@ def _train_options(f):
         click.option("--val-split", default=None, help="Split used to pick the best checkpoint [val]."),
         click.option("--image-size", type=int, default=None, help="FERAtt / preactresnet18: input size [128]."),
         click.option("--grayscale/--color", default=None, help="FERAtt / preactresnet18: one input channel [color]."),
+        click.option("--fresh-composites/--stored-composites", default=None,
+                     help="FERAtt / preactresnet18 on an `ncaer synth` output: render a new composite of each "
+                          "training face on every draw, as FERAtt's reference [stored]."),
         click.option("--frames", type=int, default=None,
                      help="Video models: frames per clip; --data may then be a video corpus (built once) [8]."),
         click.option("--cache-dir", default=None, help="Where preprocessed arrays are kept [~/.cache/ncaer/arrays]."),
@@ -79,13 +83,14 @@ def _train_options(f):
                      help="Video models: per-frame CNN, GLAMOR's face encoder or the ResNet-18 face branch "
                           "[conv]."),
         click.option("--face-weights", type=click.Path(exists=True, dir_okay=False), default=None,
-                     help="glamor-resnet18, video models with --backbone resnet18: torchvision-format "
-                          "ResNet-18 state dict for the face branch."),
-        click.option("--freeze-face", is_flag=True, default=None,
-                     help="glamor-resnet18: train only the last stage of the face ResNet."),
+                     help="caer-resnet18 (required: its face-recognition weights), video models with --backbone "
+                          "resnet18: torchvision-format ResNet-18 state dict for the face branch."),
         click.option("--bn-momentum", type=click.FloatRange(0, 1, min_open=True), default=None,
                      help="GLAMOR-Net and its variants: BatchNorm momentum in PyTorch's convention (the new "
                           "batch's share) [0.01: Keras' 0.99, as the reference; CAER-Net-S 0.1]."),
+        click.option("--inv-temperature", type=click.FloatRange(0), default=None,
+                     help="video-tsp: inverse temperature of the temporal softmax over frame logits (0 = mean "
+                          "pooling) [1, as the reference]."),
         click.option("--attention-weights", type=click.Path(exists=True, dir_okay=False), default=None,
                      help="feratt, feratt-cls: torchvision-format ResNet-34 state dict for the attention "
                           "encoder (the paper uses ImageNet weights)."),
@@ -96,7 +101,7 @@ def _train_options(f):
 
 
 # options passed to the model's constructor; the registry says which models take which
-MODEL_OPTIONS = ("backbone", "face_weights", "freeze_face", "attention_weights", "bn_momentum")
+MODEL_OPTIONS = ("backbone", "face_weights", "attention_weights", "bn_momentum", "inv_temperature")
 
 
 def _train_overrides(kw: dict) -> dict:
@@ -209,8 +214,10 @@ class _training_progress:
               help="Write this many attention overlays (GLA or CA models), as in the paper's Figure 5.")
 @click.option("--video-level", is_flag=True,
               help="Also pool frame scores per source video (mean, max, temporal softmax) and report clip figures.")
-@click.option("--beta", default=5.0, show_default=True, type=float,
-              help="Temporal softmax pooling: frame weights softmax(beta * score); 0 = mean, large = max.")
+@click.option("--beta", default=None, type=click.FloatRange(0),
+              help="Temporal softmax pooling: frame weights softmax(beta * score); 0 = mean, large = max. "
+                   "--video-level pools frame probabilities [5]; a clip model's comparison pools its frame "
+                   "logits [its own inverse temperature].")
 @click.option("--device", default="auto", show_default=True)
 def evaluate(run, data, split, checkpoint, boxes, out, attention_maps, video_level, beta, device):
     """Evaluate a trained run: accuracy, per-class accuracy, macro-F1, confusion matrix (CSV, PNG),
@@ -234,14 +241,14 @@ def evaluate(run, data, split, checkpoint, boxes, out, attention_maps, video_lev
                   str(r["samples"]))
     out_console.print(table)
     if "pooling_comparison" in r:
-        cmp_table = Table(title="clip accuracy by pooling of the same frame scores")
+        cmp_table = Table(title="clip accuracy by pooling of the same frame logits")
         cmp_table.add_column("pooling")
         cmp_table.add_column("accuracy", justify="right")
         for name, acc in r["pooling_comparison"].items():
             cmp_table.add_row(name, f"{acc:.4f}")
         out_console.print(cmp_table)
-        if "learned_beta" in r:
-            out_console.print(f"learned beta: {r['learned_beta']:.3f}")
+        if "inverse_temperature" in r:
+            out_console.print(f"the model's inverse temperature: {r['inverse_temperature']:g}")
     if "video_level" in r:
         v = r["video_level"]
         clip_table = Table(title=f"clip level ({v['clips']} clips; frames: accuracy {r['accuracy']:.4f}, "

@@ -47,7 +47,7 @@ class SynthConfig:
     workers: int = 1
 
 
-def _backgrounds(config: SynthConfig, faces: pd.DataFrame) -> dict[str, list[tuple[str, str]]]:
+def backgrounds_by_split(config: SynthConfig, faces: pd.DataFrame) -> dict[str, list[tuple[str, str]]]:
     """Background candidates per split: (path, video_id) pairs; video_id "" for folder images."""
     if config.backgrounds is None:
         root = Path(config.faces)
@@ -116,18 +116,26 @@ def _compose(face: np.ndarray, background: np.ndarray, rng, config: SynthConfig)
     return composite.astype(np.uint8), target.astype(np.uint8), (px, py, px + fw, py + fh)
 
 
-def _make_one(args):
-    row, config, backgrounds, k = args
-    rng = np.random.default_rng([config.seed, video_seed(row["sample_id"]), k])
+def render(row: dict, config: SynthConfig, backgrounds: list[tuple[str, str]], rng):
+    """One composite of the face of `row` (an `ncaer build` row) on a background of another clip, all drawn
+    from `rng`: (composite BGR, target BGR, box, background path), or a string saying what was unreadable."""
     face = cv2.imread(str(Path(config.faces) / row["face_path"]), cv2.IMREAD_COLOR)
     if face is None:
-        return None, f"{row['face_path']}: unreadable face crop"
+        return f"{row['face_path']}: unreadable face crop"
     candidates = [b for b in backgrounds if b[1] != row["video_id"]] or backgrounds
     background_path = candidates[int(rng.integers(len(candidates)))][0]
     background = cv2.imread(background_path, cv2.IMREAD_COLOR)
     if background is None:
-        return None, f"{background_path}: unreadable background"
-    composite, target, box = _compose(face, background, rng, config)
+        return f"{background_path}: unreadable background"
+    return (*_compose(face, background, rng, config), background_path)
+
+
+def _make_one(args):
+    row, config, backgrounds, k = args
+    made = render(row, config, backgrounds, np.random.default_rng([config.seed, video_seed(row["sample_id"]), k]))
+    if isinstance(made, str):
+        return None, made
+    composite, target, box, background_path = made
     sample_id = f"{row['sample_id']}_s{k}"
     image_path, target_path = f"images/{sample_id}.jpg", f"targets/{sample_id}.png"
     tmp = str(Path(config.out) / ".ncaer" / "tmp")
@@ -149,7 +157,7 @@ def synthesize(config: SynthConfig) -> tuple[pd.DataFrame, list[str]]:
     faces = faces[faces["has_face"]].reset_index(drop=True)
     if faces.empty:
         raise ValueError(f"{config.faces} has no samples with a face")
-    backgrounds = _backgrounds(config, faces)
+    backgrounds = backgrounds_by_split(config, faces)
     (Path(config.out) / ".ncaer" / "tmp").mkdir(parents=True, exist_ok=True)
     jobs = [(row, config, backgrounds.get(row["split"], []), k) for row in faces.to_dict("records")
             for k in range(config.per_face)]
@@ -169,7 +177,10 @@ def synthesize(config: SynthConfig) -> tuple[pd.DataFrame, list[str]]:
     write_csv(pd.DataFrame({"problem": problems}), Path(config.out) / "failures.csv")
     classes = json.loads((Path(config.faces) / "build.json").read_text())["corpus"]["classes"] \
         if (Path(config.faces) / "build.json").is_file() else sorted(manifest["label"].unique())
-    write_text(json.dumps({"kind": "synthetic", "synth": asdict(config), "corpus": {"classes": classes},
+    # absolute, so that training with --fresh-composites finds them from any folder
+    recorded = {**asdict(config), **{k: os.path.abspath(v) for k in ("faces", "backgrounds", "out")
+                                     if (v := getattr(config, k))}}
+    write_text(json.dumps({"kind": "synthetic", "synth": recorded, "corpus": {"classes": classes},
                            "counts": manifest["split"].value_counts().to_dict()}, indent=2) + "\n",
                Path(config.out) / "build.json")
     return manifest, problems
