@@ -313,3 +313,19 @@ def test_fresh_composites_differ_between_epochs_and_repeat_for_the_same_seed_and
     later = {i: x for idx, x, _ in _composites(source, 0, 2) for i, x in zip(idx, x)}
     assert sorted(by_sample) == sorted(later) == list(range(60))
     assert all(not torch.equal(by_sample[i], later[i]) for i in range(60))
+
+
+def test_train_with_fresh_composites_from_the_command_line_from_another_folder(face_build, tmp_path, monkeypatch):
+    """`ncaer synth` with a relative faces path, then `ncaer train --fresh-composites` run from another
+    folder: the recorded faces are found, the run trains and evaluates on the stored composites."""
+    monkeypatch.chdir(face_build.parent)
+    result = CliRunner().invoke(main, ["synth", "--faces", face_build.name, "--out", str(tmp_path / "s"),
+                                       "--size", "32"])
+    assert result.exit_code == 0, result.output
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["train", "--model", "preactresnet18", "--data", "s", "--fresh-composites",
+                                       "--image-size", "32", "--epochs", "1", "--batch-size", "16", "--out", "run",
+                                       "--cache-dir", "cache"])
+    assert result.exit_code == 0, result.output
+    assert len(pd.read_csv(tmp_path / "run" / "metrics.csv")) == 1
+    assert evaluate_run(tmp_path / "run", cache_dir=str(tmp_path / "cache"))["samples"] > 0
