@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import math
 
 import cv2
 import numpy as np
@@ -284,6 +285,19 @@ def test_mixup_representation_loss_draws_from_torchs_generator():
     torch.manual_seed(3)
     torch.testing.assert_close(representation_loss(z, y, 3), a)  # a resumed epoch repeats it
     assert not torch.equal(representation_loss(z, y, 3), a)  # the next batch has another lam and pairing
+
+
+def test_feratts_loss_mixes_with_beta_2_2_at_sigma_one_half_and_weighs_reconstruction_by_5():
+    """netlosses.py DGMMLoss (Beta(2, 2) mixup, sigma 0.5) and Attloss x 5, as the model's own loss takes them."""
+    model = create_model("feratt", num_classes=3)
+    z, y = torch.randn(8, 4), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    attended, target = torch.rand(8, 3, 4, 4), torch.rand(8, 3, 4, 4)
+    torch.manual_seed(3)
+    terms = model.loss_terms({"logits": torch.zeros(8, 3), "embedding": z, "attended": attended}, target, y)
+    torch.manual_seed(3)
+    lam, perm = torch.distributions.Beta(torch.tensor(2.0), torch.tensor(2.0)).sample(), torch.randperm(8)
+    torch.testing.assert_close(terms["rep"], gaussian_structure_loss(*mixup_embeddings(z, y, 3, lam, perm), 0.5))
+    torch.testing.assert_close(terms["loss"], math.log(3) + 5 * terms["rec"] + terms["rep"])
 
 
 def test_reference_recipe_of_feratt():

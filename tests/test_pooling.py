@@ -157,3 +157,20 @@ def test_a_clip_model_saved_before_the_logit_pooling_is_refused_with_a_message(t
     torch.save(ckpt, run / "gone.pt")
     with pytest.raises(ValueError, match="a model this ncaer no longer has"):
         load_run(run, str(run / "gone.pt"))
+
+
+def test_a_clip_model_saved_before_the_logit_pooling_does_not_resume(tmp_path):
+    """video-mean's tensors fit today's model, so only the record says it pooled probabilities then."""
+    from glamor_model.engine.config import TrainConfig
+    from glamor_model.engine.loop import train
+    from learnability import make_clip_dataset
+
+    data = make_clip_dataset(tmp_path / "clips", {"train": 2, "val": 1}, frames=2)
+    config = TrainConfig(data=str(data), out=str(tmp_path / "run"), model="video-mean", epochs=1, batch_size=4,
+                         frames=2, face_size=32, cache_dir=str(tmp_path / "cache"))
+    train(config)
+    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    del ckpt["config"]["recipe"]
+    torch.save(ckpt, tmp_path / "run" / "last.pt")
+    with pytest.raises(ValueError, match="pooled frame probabilities"):  # the same options, two epochs
+        train(TrainConfig.from_saved({**ckpt["config"], "epochs": 2}), resume=True)

@@ -18,6 +18,13 @@ def save_atomic(obj, path: Path) -> None:
     replace_with(path, lambda tmp: torch.save(obj, tmp))
 
 
+def refuse_old_clip_model(name: str, path) -> None:
+    """A clip model saved before the recipes pooled frame probabilities: its weights mean something else now."""
+    if model_family(name) == "video":
+        raise ValueError(f"{path} is a {name} trained when the clip models pooled frame probabilities; they now "
+                         "pool frame logits as the reference code does (docs/fidelity.md): train it again")
+
+
 def load_model_state(model, state: dict, path) -> None:
     """`model.load_state_dict`, with a message for a checkpoint of a model whose structure changed since."""
     try:
@@ -49,9 +56,7 @@ def load_run(run: str | Path, checkpoint: str = "best", device="cpu"):
         raise ValueError(f"{path} holds a {name}, a model this ncaer no longer has (docs/models.md says what "
                          "replaced it)")
     if "recipe" not in ckpt.get("config", {}):  # saved before the recipes
-        if model_family(name) == "video":
-            raise ValueError(f"{path} is a {name} trained when the clip models pooled frame probabilities; they now "
-                             "pool frame logits as the reference code does (docs/fidelity.md): train it again")
+        refuse_old_clip_model(name, path)
         kwargs.update(LEGACY_KWARGS.get(name, {}))  # GLAMOR-Net before its Keras numerics: built as then
     model = create_model(name, num_classes=len(ckpt["classes"]), **kwargs)
     load_model_state(model, ckpt["model"], path)
