@@ -24,6 +24,7 @@ from glamor_model.engine.loop import train
 from glamor_model.eval.evaluate import evaluate_run
 from glamor_model.models import model_family
 from glamor_model.models.resnet import ResNet18
+from glamor_model.pooling import pool
 from learnability import make_clip_dataset, make_dataset
 from ncaer.build.config import BuildConfig
 from ncaer.build.engine import run_build
@@ -261,6 +262,11 @@ def test_a_clip_model_classifies_a_video_as_evaluation_would(demo, inputs, tmp_p
     np.testing.assert_allclose([record["clip"]["model"]["scores"][c] for c in CLASSES], want, atol=ATOL)
     for frame, probs in zip(record["frames"], out["frame_probs"][0].numpy()):
         np.testing.assert_allclose([frame["probabilities"][c] for c in CLASSES], probs, atol=ATOL)
+    # the comparison pools the frame logits at the model's inverse temperature, as `ncaer evaluate` does
+    assert (record["clip"]["beta"], record["clip"]["pooled"]) == (1.0, "frame logits")
+    softmax = pool(out["frame_logits"][0].numpy().astype(np.float64), "softmax", 1.0)
+    np.testing.assert_allclose([record["clip"]["softmax"]["scores"][c] for c in CLASSES], softmax,
+                               rtol=1e-3, atol=1e-3)
 
 
 @pytest.mark.parametrize("model,grayscale", [("feratt", False), ("preactresnet18", True)])

@@ -100,14 +100,14 @@ class TorchPredictor(Predictor):
         probs = self.torch.softmax(out["logits"].float(), 1).cpu().numpy()
         return probs, (out["attention"].float().cpu().numpy() if "attention" in out else None)
 
-    def clip(self, faces: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def clip(self, faces: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Clip model: uint8 face crops (T, S, S, 3) and the frames that have one (T,) -> the clip's
-        probabilities by the model's own pooling (C,) and its per-frame probabilities (T, C)."""
+        probabilities by the model's own pooling (C,), and its per-frame probabilities and logits (T, C)."""
         with self.torch.inference_mode():
             out = self.model.forward_all(self._scaled(faces, self.normalize)[None],
                                          self.torch.from_numpy(mask).to(self.device)[None])
         return (self.torch.softmax(out["logits"].float(), 1)[0].cpu().numpy(),
-                out["frame_probs"][0].float().cpu().numpy())
+                out["frame_probs"][0].float().cpu().numpy(), out["frame_logits"][0].float().cpu().numpy())
 
 
 def read_metadata(path: str | Path, session=None) -> dict:
@@ -175,21 +175,22 @@ def classify_faces(rgb: np.ndarray, dets: np.ndarray, predictor: Predictor) -> l
     return results
 
 
-def classify_clip(frames: list[np.ndarray], subject: list[np.ndarray | None],
-                  predictor: TorchPredictor) -> tuple[list[FaceResult | None], np.ndarray | None]:
+def classify_clip(frames: list[np.ndarray], subject: list[np.ndarray | None], predictor: TorchPredictor
+                  ) -> tuple[list[FaceResult | None], np.ndarray | None, np.ndarray | None]:
     """A clip model once over the subject's face in each frame (`subject`: its detection or None; frames
-    without it are masked out): per-frame results from the model's frame classifier, and the clip
-    probabilities of its own pooling (None when no frame has the subject)."""
+    without it are masked out): per-frame results from the model's frame classifier, the clip
+    probabilities of its own pooling and the frame logits of the frames with the subject (None, None
+    when no frame has it)."""
     boxes = [pixel_box(d, rgb.shape[1], rgb.shape[0]) if d is not None else None for rgb, d in zip(frames, subject)]
     mask = np.array([b is not None for b in boxes])
     if not mask.any():
-        return [None] * len(frames), None
+        return [None] * len(frames), None, None
     faces = np.stack([preprocess(rgb, b, predictor.prep)[0] for rgb, b in zip(frames, boxes)])  # black if none
-    clip, frame_probs = predictor.clip(faces, mask)
+    clip, frame_probs, frame_logits = predictor.clip(faces, mask)
     results = [FaceResult(b, float(d[4]), predictor.classes[int(p.argmax())],
                           dict(zip(predictor.classes, map(float, p)))) if b is not None else None
                for b, d, p in zip(boxes, subject, frame_probs)]
-    return results, clip
+    return results, clip, frame_logits[mask]
 
 
 def attention_region(shape, prep: Preprocess) -> tuple[int, int, int, int]:
@@ -243,9 +244,12 @@ class VideoPrediction:
     frame_faces: dict[int, FaceResult] = field(default_factory=dict)  # frame index -> subject's result
 
 
-def predict_video(path: Path, detector, predictor: Predictor, frames: int = 16, beta: float = 5.0,
+def predict_video(path: Path, detector, predictor: Predictor, frames: int = 16, beta: float | None = None,
                   decoder: str = "decord") -> VideoPrediction:
-    """The subject's emotion in `frames` frames (middles of equal-duration segments), pooled over the clip."""
+    """The subject's emotion in `frames` frames (middles of equal-duration segments), pooled over the clip:
+    a frame model's frame probabilities by mean, max and temporal softmax (`beta`, default 5); a clip
+    model's by its own pooling, and its frame logits by the three for comparison, as `ncaer evaluate`
+    pools them (`beta` defaults to the model's inverse temperature)."""
     choose = lambda info: sample_segments(info.timestamps, info.end_time, frames, "middle")  # noqa: E731
     decoded = None
     errors = []
@@ -260,7 +264,7 @@ def predict_video(path: Path, detector, predictor: Predictor, frames: int = 16, 
     dets = detector.detect(decoded.frames)
     subject = [d[row] if row is not None else None for d, row in zip(dets, choose_subject(dets))]
     if predictor.family == "video":
-        faces, clip = classify_clip(decoded.frames, subject, predictor)
+        faces, clip, frame_logits = classify_clip(decoded.frames, subject, predictor)
     else:
         faces = []
         for rgb, d in zip(decoded.frames, subject):
@@ -278,13 +282,17 @@ def predict_video(path: Path, detector, predictor: Predictor, frames: int = 16, 
     record = {"input": str(path), "kind": "video", "frames_sampled": len(per_frame), "frames_with_face": len(probs),
               "n_frames": decoded.info.n_frames, "fps": round(decoded.info.fps, 3), "frames": per_frame}
     if probs:
-        scores = np.array(probs)
         record["clip"] = {}
-        if predictor.family == "video":  # the clip model's own pooling; the others pool its frame scores
+        if predictor.family == "video":  # the clip model's own pooling; the others pool its frame logits
             record["clip"]["model"] = _clip_entry(clip, predictor.classes)
+            scores, pooled = frame_logits, "frame logits"
+            beta = predictor.model.inv_temperature if beta is None else beta
+        else:
+            scores, pooled = np.array(probs), "frame probabilities"
+            beta = 5.0 if beta is None else beta
         for how in POOLINGS:
             record["clip"][how] = _clip_entry(pool(scores, how, beta), predictor.classes)
-        record["clip"]["beta"] = beta
+        record["clip"].update(beta=beta, pooled=pooled)
     else:
         record["warning"] = "no face found in any sampled frame"
     return VideoPrediction(record, results)
@@ -334,7 +342,7 @@ def list_inputs(target: Path) -> list[Path]:
 
 
 def run_predict(target: Path, predictor: Predictor, detector, out: Path, subject_only: bool = False,
-                frames: int | None = None, beta: float = 5.0, show_attention: bool = False,
+                frames: int | None = None, beta: float | None = None, show_attention: bool = False,
                 annotate_files: bool = True, on_item=None) -> dict:
     """Predict every input; write predictions.json and annotated copies in `out`. `frames` per video:
     by default a clip model's own, else 16."""

@@ -24,9 +24,9 @@ from .common import out_console
 @click.option("--frames", default=None, type=click.IntRange(1),
               help="Videos: frames analysed (middles of equal-duration segments) [default: a clip model's own, "
                    "else 16].")
-@click.option("--beta", default=5.0, show_default=True, type=float,
-              help="Videos: temporal softmax pooling beta for the frame scores (a clip model also pools with "
-                   "its own).")
+@click.option("--beta", default=None, type=click.FloatRange(0),
+              help="Videos: temporal softmax pooling's inverse temperature: a frame model's frame probabilities "
+                   "[5]; a clip model's frame logits, beside its own pooling [its own].")
 @click.option("--attention", is_flag=True, help="Overlay the context attention on annotated outputs.")
 @click.option("--no-annotate", is_flag=True, help="Only write predictions.json.")
 @click.option("--detector", default="centerface", show_default=True, type=click.Choice(["centerface", "scrfd"]))
