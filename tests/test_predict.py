@@ -269,7 +269,7 @@ def test_a_clip_model_classifies_a_video_as_evaluation_would(demo, inputs, tmp_p
                                rtol=1e-3, atol=1e-3)
 
 
-@pytest.mark.parametrize("model,grayscale", [("feratt", False), ("preactresnet18", True)])
+@pytest.mark.parametrize("model,grayscale", [("preactresnet18", False), ("preactresnet18", True), ("feratt", False)])
 def test_a_face_image_model_classifies_the_face_crop_as_evaluation_would(demo, inputs, model, grayscale, tmp_path):
     """A face-image model is given the detected face alone, at the run's image size and channels: what the
     evaluation path (image_store + ImageBatches) makes of the same file and face box. Videos are classified
@@ -289,7 +289,10 @@ def test_a_face_image_model_classifies_the_face_crop_as_evaluation_would(demo, i
     net, _ = load_run(run)
     with torch.no_grad():
         want, shifted = (torch.softmax(net(x)["logits"], 1)[0].numpy() for x in (images, images.roll(1, -1)))
-    assert np.abs(shifted - want).max() > SEES_SKEW
+    # the preparation is the family's, checked on preactresnet18 in colour and grey: an untrained FERAtt's
+    # output moves by less than SEES_SKEW however its input is shifted, so for it this shows the model served
+    if model != "feratt":
+        assert np.abs(shifted - want).max() > SEES_SKEW
     np.testing.assert_allclose([face["probabilities"][c] for c in CLASSES], want, atol=ATOL)
 
 
