@@ -41,7 +41,7 @@ class SpatialAttentionPool(nn.Module):
 
 
 BACKBONES = ("conv", "resnet18")  # per-frame CNN: GLAMOR's face encoder, or a ResNet-18 face branch
-POOLINGS = ("softmax", "max")
+CLIP_POOLINGS = ("softmax", "max")  # the model's own; glamor_model.pooling pools scores after the fact
 VIDEO_OPTIONS = ("backbone", "face_weights")
 
 
@@ -53,8 +53,8 @@ class VideoNet(nn.Module):
             raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, not {backbone!r}")
         if face_weights and backbone != "resnet18":
             raise ValueError("face weights are for the resnet18 backbone (--backbone resnet18)")
-        if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
+        if pooling not in CLIP_POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(CLIP_POOLINGS)}, not {pooling!r}")
         if inv_temperature < 0:
             raise ValueError(f"inv_temperature must be >= 0 (0 pools by the mean), not {inv_temperature}")
         self.encoder = ConvEncoder() if backbone == "conv" else ResNetFaceEncoder(face_weights)
