@@ -84,9 +84,22 @@ def test_video_mean_and_max_pool_the_logits():
     torch.testing.assert_close(_pooled("video-mean", frame_logits, none), _pooled("video-mean", frame_logits))
 
 
-def test_a_negative_inverse_temperature_is_refused():
+@pytest.mark.parametrize("value", [-1.0, float("inf"), float("nan")])
+def test_an_inverse_temperature_that_is_negative_or_not_finite_is_refused(value):
     with pytest.raises(ValueError, match="inv_temperature"):
-        create_model("video-tsp", num_classes=3, inv_temperature=-1.0)
+        create_model("video-tsp", num_classes=3, inv_temperature=value)
+
+
+@pytest.mark.parametrize("value", ["-1", "inf", "nan", "x"])
+def test_the_command_line_refuses_such_an_inverse_temperature_with_a_message(value):
+    from click.testing import CliRunner
+
+    from ncaer.cli import main
+
+    for command in (["train", "--data", ".", "--out", "o", "--model", "video-tsp", "--inv-temperature", value],
+                    ["evaluate", "--run", ".", "--beta", value], ["predict", ".", "--run", ".", "--beta", value]):
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
 
 
 def test_evaluation_reports_the_models_inverse_temperature(tmp_path):
@@ -135,9 +148,9 @@ def test_clip_models_learn_a_label_that_two_frames_of_eight_carry(tmp_path):
 
 
 def test_a_clip_model_saved_before_the_logit_pooling_is_refused_with_a_message(tmp_path):
-    """A video-tsp checkpoint of the probability-pooling era (no recipe in its config, a learned
-    `temporal.beta`) gets a message, not a traceback and not predictions from another pooling; so does a
-    checkpoint whose tensors do not fit today's model."""
+    """A video-tsp checkpoint of the probability-pooling era (no `clip_pooling` mark) gets a message, not a
+    traceback and not predictions from another pooling; so does a checkpoint whose tensors do not fit today's
+    model, and one of a model since removed."""
     from glamor_model.engine.checkpoint import load_run
     from learnability import CLASSES, make_clip_dataset
     from untrained_runs import write_run
@@ -149,7 +162,7 @@ def test_a_clip_model_saved_before_the_logit_pooling_is_refused_with_a_message(t
     torch.save(ckpt, run / "changed.pt")
     with pytest.raises(ValueError, match="does not fit today's video-tsp"):
         load_run(run, str(run / "changed.pt"))
-    del ckpt["config"]["recipe"]
+    del ckpt["clip_pooling"]  # saved before the clip models pooled logits
     torch.save(ckpt, run / "old.pt")
     with pytest.raises(ValueError, match="pooled frame probabilities"):
         load_run(run, str(run / "old.pt"))
@@ -160,7 +173,7 @@ def test_a_clip_model_saved_before_the_logit_pooling_is_refused_with_a_message(t
 
 
 def test_a_clip_model_saved_before_the_logit_pooling_does_not_resume(tmp_path):
-    """video-mean's tensors fit today's model, so only the record says it pooled probabilities then."""
+    """video-mean's tensors fit today's model, so only the checkpoint's mark says it pools logits."""
     from glamor_model.engine.config import TrainConfig
     from glamor_model.engine.loop import train
     from learnability import make_clip_dataset
@@ -170,7 +183,8 @@ def test_a_clip_model_saved_before_the_logit_pooling_does_not_resume(tmp_path):
                          frames=2, face_size=32, cache_dir=str(tmp_path / "cache"))
     train(config)
     ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
-    del ckpt["config"]["recipe"]
+    assert ckpt["clip_pooling"] == "frame-logits"
+    del ckpt["clip_pooling"]
     torch.save(ckpt, tmp_path / "run" / "last.pt")
     with pytest.raises(ValueError, match="pooled frame probabilities"):  # the same options, two epochs
-        train(TrainConfig.from_saved({**ckpt["config"], "epochs": 2}), resume=True)
+        train(TrainConfig.from_dict({**ckpt["config"], "epochs": 2}), resume=True)

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from glamor_model.engine.checkpoint import CLIP_POOLING
 from glamor_model.engine.config import TrainConfig
 from glamor_model.models import create_model, model_family
 
@@ -26,5 +27,6 @@ def write_run(folder, model: str, data, classes: list[str], **options) -> Path:
         last.weight.mul_(100)
     torch.save({"model_name": model, "classes": classes, "prep": asdict(config.prep), "data_identity": "",
                 "normalize": config.normalize, "model_kwargs": kwargs, "config": config.to_dict(),
-                "model": net.state_dict(), "epoch": 0, "best": {"val_acc": 0.0, "epoch": 0}}, folder / "best.pt")
+                "model": net.state_dict(), "epoch": 0, "best": {"val_acc": 0.0, "epoch": 0},
+                **({"clip_pooling": CLIP_POOLING} if model_family(model) == "video" else {})}, folder / "best.pt")
     return folder

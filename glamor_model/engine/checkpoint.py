@@ -18,9 +18,15 @@ def save_atomic(obj, path: Path) -> None:
     replace_with(path, lambda tmp: torch.save(obj, tmp))
 
 
-def refuse_old_clip_model(name: str, path) -> None:
-    """A clip model saved before the recipes pooled frame probabilities: its weights mean something else now."""
-    if model_family(name) == "video":
+# written into a clip model's checkpoints since the clip models pool frame logits; those saved before pooled
+# frame probabilities, and video-mean/video-max ones fit today's models tensor for tensor
+CLIP_POOLING = "frame-logits"
+
+
+def refuse_old_clip_model(ckpt: dict, path) -> None:
+    """A clip model saved when they pooled frame probabilities: its weights mean something else now."""
+    name = ckpt["model_name"]
+    if model_family(name) == "video" and ckpt.get("clip_pooling") != CLIP_POOLING:
         raise ValueError(f"{path} is a {name} trained when the clip models pooled frame probabilities; they now "
                          "pool frame logits as the reference code does (docs/fidelity.md): train it again")
 
@@ -55,8 +61,8 @@ def load_run(run: str | Path, checkpoint: str = "best", device="cpu"):
     if name not in list_models():
         raise ValueError(f"{path} holds a {name}, a model this ncaer no longer has (docs/models.md says what "
                          "replaced it)")
+    refuse_old_clip_model(ckpt, path)
     if "recipe" not in ckpt.get("config", {}):  # saved before the recipes
-        refuse_old_clip_model(name, path)
         kwargs.update(LEGACY_KWARGS.get(name, {}))  # GLAMOR-Net before its Keras numerics: built as then
     model = create_model(name, num_classes=len(ckpt["classes"]), **kwargs)
     load_model_state(model, ckpt["model"], path)

@@ -45,7 +45,7 @@ from glamor_model.models.feratt import reconstruction_figures
 from glamor_model.models.glamor import LEGACY_KWARGS
 from ncaer.atomic import write_text
 
-from .checkpoint import load_model_state, refuse_old_clip_model, save_atomic
+from .checkpoint import CLIP_POOLING, load_model_state, refuse_old_clip_model, save_atomic
 from .config import TrainConfig, check_config
 from .device import amp_dtype, pick_device
 from .distributed import Distributed, setup_distributed
@@ -297,8 +297,8 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
     ddp.agree(lambda: _start_run(out, resume, overwrite), on=ddp.main)
     checkpoint = ddp.from_main(lambda: _load_checkpoint(last_path) if resume else None)
     saved = TrainConfig.from_saved(checkpoint["config"]).with_absolute_paths() if checkpoint is not None else None
-    if saved is not None and saved.recipe == LEGACY_RECIPE:
-        refuse_old_clip_model(config.model, last_path)
+    if checkpoint is not None:
+        refuse_old_clip_model(checkpoint, last_path)
     if saved is not None:
         changed = [k for k in saved.to_dict() if k not in TrainConfig.RESUMABLE
                    and saved.to_dict()[k] != config.to_dict()[k]]
@@ -349,7 +349,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False,
         start_epoch, best, history = checkpoint["epoch"] + 1, checkpoint["best"], checkpoint["history"]
     meta = {"model_name": config.model, "classes": stores.classes, "prep": asdict(config.prep),
             "data_identity": stores.identity, "normalize": config.normalize, "model_kwargs": model_kwargs,
-            "config": config.to_dict()}
+            "config": config.to_dict(), **({"clip_pooling": CLIP_POOLING} if family == "video" else {})}
     if ddp.main:
         write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), out / "config.yaml")
 

@@ -18,6 +18,8 @@ Data: `glamor_model.data` (a video corpus is built once by `ncaer build` with
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -55,8 +57,8 @@ class VideoNet(nn.Module):
             raise ValueError("face weights are for the resnet18 backbone (--backbone resnet18)")
         if pooling not in CLIP_POOLINGS:
             raise ValueError(f"pooling must be one of {', '.join(CLIP_POOLINGS)}, not {pooling!r}")
-        if inv_temperature < 0:
-            raise ValueError(f"inv_temperature must be >= 0 (0 pools by the mean), not {inv_temperature}")
+        if not math.isfinite(inv_temperature) or inv_temperature < 0:
+            raise ValueError(f"inv_temperature must be finite and >= 0 (0 pools by the mean), not {inv_temperature}")
         self.encoder = ConvEncoder() if backbone == "conv" else ResNetFaceEncoder(face_weights)
         self.spatial = SpatialAttentionPool(self.encoder.out_channels)
         self.classifier = nn.Sequential(nn.Linear(self.encoder.out_channels, 128), nn.ReLU(inplace=True),

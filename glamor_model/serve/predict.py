@@ -291,7 +291,11 @@ def predict_video(path: Path, detector, predictor: Predictor, frames: int = 16, 
             scores, pooled = np.array(probs), "frame probabilities"
             beta = 5.0 if beta is None else beta
         for how in POOLINGS:
-            record["clip"][how] = _clip_entry(pool(scores, how, beta), predictor.classes)
+            pooled_scores = pool(scores, how, beta)
+            if predictor.family == "video":  # pooled logits -> probabilities, on the scale of clip.model
+                pooled_scores = np.exp(pooled_scores - pooled_scores.max())
+                pooled_scores /= pooled_scores.sum()
+            record["clip"][how] = _clip_entry(pooled_scores, predictor.classes)
         record["clip"].update(beta=beta, pooled=pooled)
     else:
         record["warning"] = "no face found in any sampled frame"

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from .common import out_console
+from .common import InverseTemperature, out_console
 
 
 @click.command()
@@ -24,7 +24,7 @@ from .common import out_console
 @click.option("--frames", default=None, type=click.IntRange(1),
               help="Videos: frames analysed (middles of equal-duration segments) [default: a clip model's own, "
                    "else 16].")
-@click.option("--beta", default=None, type=click.FloatRange(0),
+@click.option("--beta", default=None, type=InverseTemperature(),
               help="Videos: temporal softmax pooling's inverse temperature: a frame model's frame probabilities "
                    "[5]; a clip model's frame logits, beside its own pooling [its own].")
 @click.option("--attention", is_flag=True, help="Overlay the context attention on annotated outputs.")

@@ -10,7 +10,7 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .common import console, out_console
+from .common import InverseTemperature, console, out_console
 
 
 def _train_options(f):
@@ -88,7 +88,7 @@ def _train_options(f):
         click.option("--bn-momentum", type=click.FloatRange(0, 1, min_open=True), default=None,
                      help="GLAMOR-Net and its variants: BatchNorm momentum in PyTorch's convention (the new "
                           "batch's share) [0.01: Keras' 0.99, as the reference; CAER-Net-S 0.1]."),
-        click.option("--inv-temperature", type=click.FloatRange(0), default=None,
+        click.option("--inv-temperature", type=InverseTemperature(), default=None,
                      help="video-tsp: inverse temperature of the temporal softmax over frame logits (0 = mean "
                           "pooling) [1, as the reference]."),
         click.option("--attention-weights", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -214,7 +214,7 @@ class _training_progress:
               help="Write this many attention overlays (GLA or CA models), as in the paper's Figure 5.")
 @click.option("--video-level", is_flag=True,
               help="Also pool frame scores per source video (mean, max, temporal softmax) and report clip figures.")
-@click.option("--beta", default=None, type=click.FloatRange(0),
+@click.option("--beta", default=None, type=InverseTemperature(),
               help="Temporal softmax pooling: frame weights softmax(beta * score); 0 = mean, large = max. "
                    "--video-level pools frame probabilities [5]; a clip model's comparison pools its frame "
                    "logits [its own inverse temperature].")
