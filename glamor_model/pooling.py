@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 POOLINGS = ("mean", "max", "softmax")
+# beta for frame *probabilities* in [0, 1] (evaluate --video-level, predict): near 1 it pools almost like the mean
+PROBABILITY_BETA = 5.0
 
 
 def temporal_softmax_pool(scores, beta, mask=None):
@@ -32,7 +34,7 @@ def temporal_softmax_pool(scores, beta, mask=None):
     return (z.softmax(dim=-2) * scores.nan_to_num(0.0)).sum(-2)
 
 
-def pool(scores: np.ndarray, how: str, beta: float = 5.0) -> np.ndarray:
+def pool(scores: np.ndarray, how: str, beta: float = PROBABILITY_BETA) -> np.ndarray:
     """(T, C) -> (C) with mean, max or temporal softmax pooling."""
     if how == "mean":
         return scores.mean(0)

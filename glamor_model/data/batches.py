@@ -71,11 +71,12 @@ def read_rows(array: np.ndarray, idx: np.ndarray) -> torch.Tensor:
 
 
 class _Rows(Dataset):
-    """Rows of a store's memory-mapped arrays by batch of indices. Holds file names, not arrays, so a
-    loader worker opens the files itself instead of receiving a pickled copy."""
+    """Rows of a store's arrays by batch of indices. For loader workers it holds file names, not arrays,
+    so a worker opens the memory-mapped files itself instead of receiving a pickled copy; in this
+    process it is given the arrays."""
 
-    def __init__(self, folder: Path, names: tuple[str, ...]):
-        self.folder, self.names, self.arrays = folder, names, None
+    def __init__(self, folder: Path | None, names: tuple[str, ...], arrays: list[np.ndarray] | None = None):
+        self.folder, self.names, self.arrays = folder, names, arrays
 
     def __getitem__(self, idx: np.ndarray) -> list[torch.Tensor]:
         if self.arrays is None:
@@ -121,16 +122,23 @@ class EpochBatches:
             return x.to(self.device, non_blocking=True)
         return x
 
+    def _reader(self, epoch: int) -> Dataset:
+        """What gives a batch's uint8 arrays from its host indices (`epoch`: for arrays made per epoch,
+        data.composites)."""
+        if self.loader_workers:
+            return _Rows(self.store.folder, self.arrays)
+        return _Rows(None, self.arrays, [getattr(self.store, a) for a in self.arrays])
+
     def _host_batches(self, chunks: list[np.ndarray], epoch: int):
-        """uint8 arrays of each batch read on the host: in loader workers, or here. (`epoch`: for arrays
-        made per epoch, data.composites.)"""
+        """uint8 arrays of each batch read on the host: in loader workers, or here."""
+        reader = self._reader(epoch)
         if not self.loader_workers:
-            return ([read_rows(getattr(self.store, a), idx) for a in self.arrays] for idx in chunks)
+            return (reader[idx] for idx in chunks)
         # its own generator: a DataLoader otherwise seeds its workers from the global one, and every
         # dropout draw after it would depend on the number of loader workers
-        return iter(DataLoader(_Rows(self.store.folder, self.arrays), sampler=chunks, batch_size=None,
-                               num_workers=self.loader_workers, pin_memory=self.device.type == "cuda",
-                               prefetch_factor=4, persistent_workers=False, generator=torch.Generator()))
+        return iter(DataLoader(reader, sampler=chunks, batch_size=None, num_workers=self.loader_workers,
+                               pin_memory=self.device.type == "cuda", prefetch_factor=4, persistent_workers=False,
+                               generator=torch.Generator()))
 
     def raw_epoch(self, epoch: int = 0):
         """Per batch: its uint8 arrays and training draws (None in evaluation) on the device, its labels

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from ncaer.dataset.manifest import read_manifest
 from ncaer.synth.composite import SynthConfig, backgrounds_by_split, render
@@ -91,9 +91,5 @@ class CompositeBatches(ImageBatches):
         super().__init__(source, batch_size, train, device, seed, rank, world, channels_last, False, 0)
         self.loader_workers = default_loader_workers(self.device) if loader_workers is None else loader_workers
 
-    def _host_batches(self, chunks: list[np.ndarray], epoch: int):
-        draws = _Draws(self.store, self.seed, epoch)
-        if not self.loader_workers:
-            return (draws[idx] for idx in chunks)
-        return iter(DataLoader(draws, sampler=chunks, batch_size=None, num_workers=self.loader_workers,
-                               pin_memory=self.device.type == "cuda", prefetch_factor=4, generator=torch.Generator()))
+    def _reader(self, epoch: int) -> Dataset:
+        return _Draws(self.store, self.seed, epoch)

@@ -19,7 +19,7 @@ from glamor_model.data.stores import cache_store, default_cache_dir
 from glamor_model.engine.checkpoint import load_run
 from glamor_model.engine.device import pick_device
 from glamor_model.models import model_family
-from glamor_model.pooling import POOLINGS, pool
+from glamor_model.pooling import POOLINGS, PROBABILITY_BETA, pool
 from ncaer.atomic import write_csv, write_text
 
 from .clips import evaluate_clips
@@ -103,7 +103,7 @@ def evaluate_run(run: str | Path, data: str | None = None, split: str = "test", 
         w = torch.cat(fusion).numpy()
         results["mean_fusion_weights"] = {"face": float(w[:, 0].mean()), "context": float(w[:, 1].mean())}
     if video:
-        results["video_level"] = video_level(probs, samples, classes, 5.0 if beta is None else beta, out)
+        results["video_level"] = video_level(probs, samples, classes, PROBABILITY_BETA if beta is None else beta, out)
     write_text(json.dumps(results, indent=2) + "\n", out / "results.json")
     predictions = pd.DataFrame({"sample_id": samples["sample_id"], "label": samples["label"],
                                 "predicted": [classes[i] for i in y_pred], "correct": y_true == y_pred})

@@ -18,7 +18,7 @@ import numpy as np
 
 from glamor_model.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess, face_image, model_inputs, preprocess
 from glamor_model.eval.plots import attention_overlay
-from glamor_model.pooling import POOLINGS, pool
+from glamor_model.pooling import POOLINGS, PROBABILITY_BETA, pool
 from ncaer.dataset.layout import IMAGE_EXTENSIONS
 from ncaer.dataset.layout import VIDEO_EXTENSIONS as CORPUS_VIDEO_EXTENSIONS
 from ncaer.faces.render import pixel_box
@@ -289,7 +289,7 @@ def predict_video(path: Path, detector, predictor: Predictor, frames: int = 16, 
             beta = predictor.model.inv_temperature if beta is None else beta
         else:
             scores, pooled = np.array(probs), "frame probabilities"
-            beta = 5.0 if beta is None else beta
+            beta = PROBABILITY_BETA if beta is None else beta
         for how in POOLINGS:
             pooled_scores = pool(scores, how, beta)
             if predictor.family == "video":  # pooled logits -> probabilities, on the scale of clip.model
