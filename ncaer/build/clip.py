@@ -21,7 +21,7 @@ from ncaer.faces.base import Detector
 from ncaer.faces.detectors import create_detector
 from ncaer.faces.render import encode_jpeg, face_crop, mask_face, pixel_box
 from ncaer.faces.subject import choose_subject
-from ncaer.video.decode import BACKENDS, DecodeError, decode_samples
+from ncaer.video.decode import BACKENDS, Decoded, DecodeError, decode_samples
 from ncaer.video.sampling import sample_segments
 
 from .config import BuildConfig
@@ -66,7 +66,7 @@ class WorkerState:
             config.detector, config.detector_model, config.device, config.det_size, config.threshold
         )
         self.info = {"detector": self.detector.name, "provider": self.detector.provider,
-                     "model": self.detector.model_path}
+                     "model": self.detector.model_path, **self.detector.warm_up()}
 
 
 def init_worker(config: BuildConfig, tmp_dir: str) -> WorkerState:
@@ -82,7 +82,20 @@ Report = Callable[[str, object], None]
 
 
 def process_clip(state: WorkerState, job: ClipJob, report: Report = lambda event, value: None) -> ClipResult:
-    cfg = state.config
+    """The local engine's whole clip in one worker: decode, detect, write."""
+    result, decoded = decode_clip(state.config, job, report)
+    if decoded is None:
+        return result
+    t1 = time.perf_counter()
+    dets = state.detector.detect(decoded.frames)
+    result.seconds["detect"] = time.perf_counter() - t1
+    return write_clip(state.config, state.tmp_dir, state.detector.name, job, result, decoded, dets)
+
+
+def decode_clip(cfg: BuildConfig, job: ClipJob, report: Report = lambda event, value: None):
+    """Decode the clip's sampled frames, trying its decoders in order.
+
+    Returns (result so far, decoded frames), or (final result, None) when the clip ends here."""
     result = ClipResult()
     t0 = time.perf_counter()
 
@@ -105,9 +118,8 @@ def process_clip(state: WorkerState, job: ClipJob, report: Report = lambda event
     if decoded is None:
         if out_of_memory:
             result.retry = "out of memory"
-        return result
-    info, picks, frames = decoded.info, decoded.picks, decoded.frames
-    n_segments = min(cfg.segments, info.n_frames)
+        return result, None
+    info = decoded.info
     result.decoder = decoded.decoder
     result.problems.extend(decoded.notes)
     result.frames_decoded = info.n_frames
@@ -115,17 +127,21 @@ def process_clip(state: WorkerState, job: ClipJob, report: Report = lambda event
         result.problems.append(f"truncated: {info.n_frames} of {info.declared_frames} declared frames decodable")
     if info.n_frames < cfg.segments:
         result.problems.append(f"only {info.n_frames} frame(s): fewer than {cfg.segments} segments")
-    height, width = frames[0].shape[:2]
+    height, width = decoded.frames[0].shape[:2]
     if min(height, width) < MIN_SIDE:
         result.problems.append(f"frames too small ({width}x{height})")
-        return result
+        return result, None
+    return result, decoded
 
-    t1 = time.perf_counter()
-    dets = state.detector.detect(frames)
-    subject = choose_subject(dets)
-    result.seconds["detect"] = time.perf_counter() - t1
 
+def write_clip(cfg: BuildConfig, tmp_dir: str, detector_name: str, job: ClipJob, result: ClipResult,
+               decoded: Decoded, dets: list) -> ClipResult:
+    """Choose the subject among the detected faces, write each sample's files, and finish the result."""
+    info, picks, frames = decoded.info, decoded.picks, decoded.frames
+    n_segments = min(cfg.segments, info.n_frames)
+    height, width = frames[0].shape[:2]
     t2 = time.perf_counter()
+    subject = choose_subject(dets)
     for pick, frame, frame_dets, row_index in zip(picks, frames, dets, subject):
         det = frame_dets[row_index] if row_index is not None else None
         box = pixel_box(det, width, height) if det is not None else None
@@ -134,7 +150,7 @@ def process_clip(state: WorkerState, job: ClipJob, report: Report = lambda event
             if cfg.no_face == "drop":
                 continue
         try:
-            row = _write_sample(state, job, pick, frame, box, det)
+            row = _write_sample(cfg, tmp_dir, detector_name, job, pick, frame, box, det)
         except OSError as e:
             if e.errno == errno.ENAMETOOLONG:  # the clip's own name is at fault: final
                 result.problems.append(f"cannot write its files: {e.strerror}")
@@ -152,22 +168,22 @@ def process_clip(state: WorkerState, job: ClipJob, report: Report = lambda event
     return result
 
 
-def _write_sample(state: WorkerState, job: ClipJob, pick, frame, box, det) -> dict:
+def _write_sample(cfg: BuildConfig, tmp_dir: str, detector_name: str, job: ClipJob, pick, frame, box, det) -> dict:
     """Write the sample's four files; return its manifest row (clip-level fields added by the caller)."""
-    cfg, out = state.config, state.config.out
+    out = cfg.out
     clip = job.clip
     sample_id = f"{clip.split}/{clip.label}/{job.clip_name}_{pick.segment}"
     image_path, crop_path = f"images/{sample_id}.jpg", f"crop/{sample_id}.txt"
     face_path, context_path = f"faces/{sample_id}.jpg", f"context/{sample_id}.jpg"
-    write_bytes(os.path.join(out, image_path), encode_jpeg(frame, cfg.jpeg_quality), state.tmp_dir)
+    write_bytes(os.path.join(out, image_path), encode_jpeg(frame, cfg.jpeg_quality), tmp_dir)
     write_bytes(os.path.join(out, context_path), encode_jpeg(mask_face(frame, box, cfg.mask), cfg.jpeg_quality),
-                 state.tmp_dir)
+                 tmp_dir)
     if box is not None:
         crop = face_crop(frame, box, cfg.face_margin)
-        write_bytes(os.path.join(out, face_path), encode_jpeg(crop, cfg.jpeg_quality), state.tmp_dir)
+        write_bytes(os.path.join(out, face_path), encode_jpeg(crop, cfg.jpeg_quality), tmp_dir)
     # the authors' loaders read one line x1,y1,x2,y2; an empty file means no face
     crop_text = "{},{},{},{}\n".format(*box) if box is not None else ""
-    write_bytes(os.path.join(out, crop_path), crop_text.encode(), state.tmp_dir)
+    write_bytes(os.path.join(out, crop_path), crop_text.encode(), tmp_dir)
     height, width = frame.shape[:2]
     return {
         "sample_id": sample_id,
@@ -189,7 +205,7 @@ def _write_sample(state: WorkerState, job: ClipJob, pick, frame, box, det) -> di
         "face_y2": box[3] if box else None,
         "face_score": round(float(det[4]), 4) if box else math.nan,
         "has_face": box is not None,
-        "detector": state.detector.name,
+        "detector": detector_name,
         "image_path": image_path,
         "crop_path": crop_path,
         "face_path": face_path if box is not None else "",

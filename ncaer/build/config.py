@@ -32,9 +32,13 @@ class BuildConfig:
     timeout: float = 30.0  # seconds a clip may spend decoding before the fallback decoder takes over
     limit: int | None = None
     strict: bool = False
+    engine: str = "local"  # local: a pool of worker processes on this machine; ray: a Ray cluster
+    ray_address: str | None = None  # None: start Ray on this machine; "auto" or HOST:PORT: join that cluster
+    detector_actors: int | None = None  # Ray engine; None: one per GPU, or one per CPU without GPUs
 
     # Options that do not change what a finished build contains.
-    RUNTIME_ONLY = ("out", "workers", "timeout", "limit", "strict", "device")
+    RUNTIME_ONLY = ("out", "workers", "timeout", "limit", "strict", "device", "engine", "ray_address",
+                    "detector_actors")
 
     def __post_init__(self):
         if self.segments < 1:
@@ -45,6 +49,10 @@ class BuildConfig:
             raise ValueError("--jpeg-quality must be in 1..100")
         if self.face_margin < 0:
             raise ValueError("--face-margin must be non-negative")
+        if self.engine not in ("local", "ray"):
+            raise ValueError("--engine must be local or ray")
+        if self.engine != "ray" and (self.ray_address or self.detector_actors):
+            raise ValueError("--ray-address and --detector-actors are options of --engine ray")
 
     def to_dict(self) -> dict:
         d = asdict(self)

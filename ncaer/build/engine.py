@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pandas as pd
 
@@ -30,6 +30,8 @@ from ncaer import __version__
 from ncaer.atomic import write_csv, write_text
 from ncaer.dataset.layout import SPLITS
 from ncaer.dataset.manifest import FILE_COLUMNS, to_frame, write_manifest
+from ncaer.faces.base import GPU_BATCH
+from ncaer.faces.runtime import CPU
 
 from .clip import init_worker, process_clip
 from .config import BuildConfig
@@ -45,7 +47,7 @@ from .journal import (
     record_of,
 )
 from .plan import Plan, plan_build
-from .pool import run_jobs
+from .pool import Outcome, run_jobs
 from .units import verify_disjoint
 
 FAILURE_COLUMNS = ["source_path", "split", "label", "stage", "reason", "outcome"]
@@ -78,6 +80,39 @@ def _failures(plan: Plan, records: list[dict], retry: dict[str, list[str]]) -> p
                                                                    kind="stable").reset_index(drop=True)
 
 
+@contextlib.contextmanager
+def _clip_outcomes(config: BuildConfig, todo: list, out: Path, journal: Journal, on_ready, on_note,
+                   engine_info: dict) -> Iterator[Iterator[Outcome]]:
+    """The clips' outcomes from the chosen engine; its workers (or tasks and actors) stop when this exits,
+    however the build ends, before the lock is released."""
+    tmp_dir = str(out / STATE_DIR / "tmp")
+    if config.engine == "local" or not todo:
+        engine_info["workers"] = config.workers
+        with contextlib.closing(run_jobs(todo, config.workers, init_worker, (config, tmp_dir), process_clip,
+                                         timeout=config.timeout, on_ready=on_ready,
+                                         log_dir=str(out / STATE_DIR))) as outcomes:
+            yield outcomes
+        return
+    from . import ray_engine
+
+    cluster = ray_engine.connect(config.ray_address)
+    try:
+        import ray
+
+        engine_info.update(cluster.describe())
+        on_note(f"Ray: {len(cluster.nodes)} node(s), {cluster.cpus} CPUs, {cluster.gpus} GPUs "
+                f"({'started on this machine' if cluster.started_here else cluster.address})")
+        ray_engine.check_nodes(ray, cluster, out, todo[0].clip.source_path)
+        dirty: set[str] = set()
+        own = ray.get_runtime_context().get_node_id()
+        journal.before_commit = lambda: ray_engine.sync_nodes(ray, str(out), dirty, own)
+        with contextlib.closing(ray_engine.run_on_ray(todo, config, tmp_dir, cluster, on_ready, dirty)) as outcomes:
+            yield outcomes
+    finally:
+        journal.before_commit = None
+        ray_engine.disconnect(cluster)
+
+
 def _remove_files(out: Path, record: dict) -> None:
     """Delete the files a journaled clip wrote (it is about to be redone under another name or label)."""
     for row in record["rows"]:
@@ -102,8 +137,10 @@ def run_build(
     overwrite: bool = False,
     plan: Plan | None = None,
     on_progress: Callable[[dict], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> BuildResult:
-    """Build the dataset. `on_progress` gets {"done", "total", "frames", "failed"} after each clip."""
+    """Build the dataset. `on_progress` gets {"done", "total", "frames", "failed"} after each clip; `on_note`
+    gets what the user should know while the build runs (the cluster joined, a TensorRT engine built...)."""
     started = time.time()
     plan = plan or plan_build(config)
     if config.strict:
@@ -114,14 +151,15 @@ def run_build(
     try:
         check_out(out, overwrite)
         with BuildLock(out):
-            return _locked_build(config, overwrite, plan, on_progress, started)
+            return _locked_build(config, overwrite, plan, on_progress, on_note or (lambda note: None), started)
     except OSError as e:  # the output folder itself, in this process (lock, journal, manifest...)
         raise BuildError(f"cannot write {e.filename or out}: {e.strerror or e}. The build stopped: free space "
                          "(or fix the output folder) and run the same command again; it goes on from the clips "
                          "recorded so far") from e
 
 
-def _locked_build(config: BuildConfig, overwrite: bool, plan: Plan, on_progress, started: float) -> BuildResult:
+def _locked_build(config: BuildConfig, overwrite: bool, plan: Plan, on_progress, on_note,
+                  started: float) -> BuildResult:
     out = prepare_out(config, overwrite)
     journal = Journal(out)
     wanted = {j.clip.rel_path for j in plan.jobs}
@@ -133,6 +171,7 @@ def _locked_build(config: BuildConfig, overwrite: bool, plan: Plan, on_progress,
     todo = [j for j in plan.jobs if j.clip.rel_path not in journal.records]
     resumed = len(wanted) - len(todo)
     worker_info: dict = {}
+    engine_info: dict = {"name": config.engine}
     retry: dict[str, list[str]] = {}  # clips the machine failed: reported, not journaled
     stage_seconds = Counter()
     frames_this_run = 0
@@ -141,16 +180,22 @@ def _locked_build(config: BuildConfig, overwrite: bool, plan: Plan, on_progress,
         on_progress(progress)
 
     def on_ready(info):
-        worker_info.update(info or {})
-        if info and info.get("provider"):
+        if not info:
+            return
+        if info.get("provider"):
             check_provider(out, info["provider"])
+        if info.get("tensorrt_engine") and not worker_info:
+            on_note(f"TensorRT engine {info['tensorrt_engine']} in {info['warm_up_s']:.1f} s "
+                    f"({info['tensorrt_cache']})")
+        if (config.engine == "local" and config.workers > 1 and info.get("provider", CPU) != CPU
+                and not worker_info):
+            on_note(f"each of the {config.workers} worker processes holds its own {info['provider']} session and "
+                    f"runs one clip's frames per call (padded to {GPU_BATCH}): --engine ray shares one session "
+                    "per GPU between all clips (docs/build.md)")
+        worker_info.update(info)
 
     jobs_started = time.time()
-    # closing: workers stop before the lock is released, however the build ends
-    with journal, contextlib.closing(run_jobs(todo, config.workers, init_worker,
-                                              (config, str(out / STATE_DIR / "tmp")), process_clip,
-                                              timeout=config.timeout, on_ready=on_ready,
-                                              log_dir=str(out / STATE_DIR))) as outcomes:
+    with journal, _clip_outcomes(config, todo, out, journal, on_ready, on_note, engine_info) as outcomes:
         for outcome in outcomes:
             res = outcome.result
             record = record_of(outcome)
@@ -195,7 +240,8 @@ def _locked_build(config: BuildConfig, overwrite: bool, plan: Plan, on_progress,
         "corpus": {"root": plan.corpus.root, "kind": plan.corpus.kind, "classes": list(plan.corpus.classes)},
         "versions": package_versions(),
         "detector": {"name": config.detector, "model": worker_info.get("model"),
-                     "provider": worker_info.get("provider", "not started (all clips resumed)")},
+                     "provider": worker_info.get("provider", "not started (all clips resumed)"),
+                     **{k: worker_info[k] for k in ("tensorrt_engine", "warm_up_s", "input") if k in worker_info}},
         "counts": {
             "clips_planned": len(plan.jobs),
             "clips_used": sum(r["used"] for r in records),
@@ -220,6 +266,7 @@ def _locked_build(config: BuildConfig, overwrite: bool, plan: Plan, on_progress,
             "samples_per_s": round(frames_this_run / jobs_seconds, 3) if jobs_seconds > 0 and todo else None,
             "worker_seconds": {k: round(v, 3) for k, v in stage_seconds.items()},
         },
+        "engine": engine_info,
         "disjointness": "verified: every video_id and group lies in one split",
         "journal_repairs": journal.repairs,
     }

@@ -28,6 +28,7 @@ import socket
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 import ncaer
 from ncaer.atomic import write_text
@@ -138,7 +139,7 @@ def check_provider(out: Path, provider: str) -> None:
                          "or pass --overwrite to start again")
 
 
-def _sync_filesystem(fd: int) -> None:
+def sync_filesystem(fd: int) -> None:
     """Make every file written to fd's filesystem durable (syncfs on Linux, else a global sync).
 
     A syncfs failure (a write-back error, or ENOSPC on network and thin storage) is raised: the files of the
@@ -165,6 +166,7 @@ class Journal:
         self._pending: list[dict] = []
         self._last_commit = time.monotonic()
         self._file = None
+        self.before_commit: Callable[[], None] | None = None
         self._load()
 
     def _load(self) -> None:
@@ -204,7 +206,9 @@ class Journal:
         self._last_commit = time.monotonic()
         if not self._pending:
             return
-        _sync_filesystem(self._file.fileno())
+        sync_filesystem(self._file.fileno())
+        if self.before_commit:  # files other machines wrote
+            self.before_commit()
         self._file.write("".join(json_line(r) for r in self._pending).encode())
         self._file.flush()
         os.fsync(self._file.fileno())

@@ -47,6 +47,14 @@ from .common import console, default_workers, out_console
               help="Comma-separated class names in label-id order [CAER's seven, or the CSV's labels sorted].")
 @click.option("--workers", default=default_workers, show_default="CPU count", type=click.IntRange(0),
               help="Worker processes (0: in this process, no hang protection).")
+@click.option("--engine", default="local", show_default=True, type=click.Choice(["local", "ray"]),
+              help="local: worker processes on this machine. ray: decode and write tasks and batched detector "
+                   "actors on a Ray cluster, or on this machine's GPUs (needs pip install \"ncaer[ray]\").")
+@click.option("--ray-address", default=None,
+              help="--engine ray: the cluster to join, auto (the one this machine belongs to) or HOST:PORT "
+                   "[start Ray on this machine].")
+@click.option("--detector-actors", default=None, type=click.IntRange(1),
+              help="--engine ray: detector sessions [one per GPU; without GPUs, one per CPU].")
 @click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(1),
               help="Seconds a decoder may stall on one clip (plus 0.05 s per frame) before the fallback.")
 @click.option("--limit", default=None, type=click.IntRange(1), help="Only this many clips, spread over splits/classes.")
@@ -100,7 +108,8 @@ def build(videos, out, dry_run, overwrite, classes, **options):
             bar.update(task, completed=p["done"], rate=rate, failed=p["failed"])
 
         try:
-            result = run_build(config, overwrite=overwrite, plan=plan, on_progress=update)
+            result = run_build(config, overwrite=overwrite, plan=plan, on_progress=update,
+                               on_note=lambda note: console.print(f"[cyan]{note}"))
         except (BuildError, LeakageError, DetectorError, WorkerInitError) as e:
             raise click.ClickException(str(e)) from e
     _print_summary(result)

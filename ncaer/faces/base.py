@@ -3,10 +3,13 @@ to frame pixels with non-maximum suppression."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from .runtime import CPU, TRT, trt_cache_dir
 
 
 @dataclass
@@ -71,12 +74,66 @@ def finish_boxes(dets: np.ndarray, geometry: Letterbox, frame_shape: tuple[int, 
     return nms(dets, iou)
 
 
+# Frames per inference call on a GPU: every call has this batch size (the last one padded), so the session
+# sees one input shape, TensorRT builds one engine, and a frame's boxes do not depend on what it shared a batch with.
+GPU_BATCH = 64
+
+
 class Detector:
-    """Detects faces in a clip's frames; `detect` returns one (k, 5) array per frame."""
+    """Detects faces in a clip's frames; `detect` returns one (k, 5) array per frame.
+
+    On the CPU the input is the frames' letterboxed size (long side det_size, rounded up to a multiple of
+    32) and a call takes any number of frames. On a GPU it is one fixed square, det_size x det_size, in
+    batches of GPU_BATCH frames, whatever the clips' sizes."""
 
     name: str
     model_path: str
     provider: str
+    session = None
+    input_name: str
+    det_size: int
 
     def detect(self, frames: list[np.ndarray]) -> list[np.ndarray]:
         raise NotImplementedError
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.provider != CPU
+
+    def input_shape(self, graph_fixed: tuple[int, int] | None = None) -> tuple[int, int] | None:
+        """The fixed (height, width) to letterbox into, or None for the frames' own shape."""
+        if graph_fixed or not self.on_gpu:
+            return graph_fixed
+        side = int(np.ceil(self.det_size / 32) * 32)
+        return side, side
+
+    def run(self, blob: np.ndarray) -> list[np.ndarray]:
+        """session.run on an NCHW batch; on a GPU in fixed batches of GPU_BATCH (zero-padded)."""
+        if not self.on_gpu:
+            return self.session.run(None, {self.input_name: blob})
+        parts = []
+        for start in range(0, len(blob), GPU_BATCH):
+            chunk = blob[start:start + GPU_BATCH]
+            n = len(chunk)
+            if n < GPU_BATCH:
+                chunk = np.concatenate([chunk, np.zeros((GPU_BATCH - n, *chunk.shape[1:]), chunk.dtype)])
+            parts.append([out[:n] for out in self.session.run(None, {self.input_name: chunk})])
+        return [np.concatenate(outs) for outs in zip(*parts)]
+
+    def warm_up(self) -> dict:
+        """Run one batch, so that a TensorRT engine is built (or loaded from its cache) before work starts.
+
+        Returns what the build report says about it: the seconds taken, and whether an engine was built."""
+        if not self.on_gpu:
+            return {}
+        side = self.input_shape()
+        cache = trt_cache_dir()
+        before = set(cache.glob("*")) if cache.is_dir() else set()
+        t = time.perf_counter()
+        self.session.run(None, {self.input_name: np.zeros((GPU_BATCH, 3, *side), np.float32)})
+        seconds = round(time.perf_counter() - t, 3)
+        if self.provider != TRT:
+            return {"warm_up_s": seconds}
+        built = bool(set(cache.glob("*")) - before)
+        return {"warm_up_s": seconds, "tensorrt_engine": "built" if built else "loaded from cache",
+                "tensorrt_cache": str(cache), "input": [GPU_BATCH, 3, *side]}

