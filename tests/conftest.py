@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -10,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ncaer.build.config import BuildConfig
+from ncaer.build.engine import run_build
 from ncaer.generated.videos import CODECS, Actor, face_photos, make_clip, render_clip, write_video
 
 
@@ -130,3 +133,50 @@ def make_corpus(root: Path, layout: dict[str, dict[str, int]], photos, n_frames:
                 truth[rel] = make_clip(root / rel, n_frames=n_frames, size=size, actors=(actor,),
                                                  seed=int(rng.integers(1 << 30)))
     return truth
+
+
+BUILD_LAYOUT = {"train": {"Happy": 3, "Sad": 3}, "validation": {"Happy": 1, "Sad": 1}, "test": {"Happy": 2, "Sad": 2}}
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory, photos):
+    root = tmp_path_factory.mktemp("caer")
+    return root, make_corpus(root, BUILD_LAYOUT, photos)
+
+
+def build_config(videos, out, **kw):
+    kw.setdefault("workers", 2)
+    return BuildConfig(videos=str(videos), out=str(out), **kw)
+
+
+@pytest.fixture(scope="session")
+def reference(corpus, tmp_path_factory):
+    root, _ = corpus
+    return run_build(build_config(root, tmp_path_factory.mktemp("ref") / "out"))
+
+
+def tree_digest(out: Path) -> dict[str, str]:
+    return {str(p.relative_to(out)): hashlib.sha1(p.read_bytes()).hexdigest()
+            for sub in ("images", "crop", "faces", "context") for p in sorted((out / sub).rglob("*"))
+            if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def bad_corpus(tmp_path_factory, photos):
+    root = tmp_path_factory.mktemp("bad")
+    make_corpus(root, {"train": {"Happy": 2}, "test": {"Happy": 1}}, photos)
+    happy = root / "train" / "Happy"
+    good = (happy / "0001.avi").read_bytes()
+    (happy / "empty.avi").write_bytes(b"")
+    (happy / "corrupt.avi").write_bytes(np.random.default_rng(0).bytes(50_000))
+    (happy / "truncated.avi").write_bytes(good[: len(good) * 6 // 10])
+    (happy / "text.mp4").write_text("not a video at all")
+    os.symlink(happy / "missing-target.avi", happy / "unreadable.avi")
+    frames, _ = render_clip(1, size=(356, 200), actors=(Actor(photos[0], 60, (.5, .5), (.5, .5)),))
+    write_video(happy / "one_frame.avi", frames)
+    frames, _ = render_clip(12, size=(301, 177), actors=(Actor(photos[1], 60, (.5, .5), (.5, .5)),))
+    write_video(happy / "odd_size.avi", frames, codec="mjpeg")
+    write_video(happy / "tiny.avi", [np.full((8, 8, 3), 100, np.uint8)] * 8, codec="mjpeg")
+    with open(os.fsencode(happy) + b"/caf\xe9.avi", "wb") as f:  # a Latin-1 file name: not UTF-8
+        f.write(good)
+    return root

@@ -1,6 +1,5 @@
 """`ncaer build` end to end on generated corpora whose frames and faces are known."""
 
-import hashlib
 import json
 import os
 import shutil
@@ -15,40 +14,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import box_iou, make_corpus
-from ncaer.build.config import BuildConfig
+from conftest import box_iou, make_corpus, tree_digest
+from conftest import build_config as config
 from ncaer.build.engine import run_build
 from ncaer.build.journal import BuildError
 from ncaer.dataset.manifest import COLUMNS, read_manifest
 from ncaer.generated.videos import Actor, read_index, render_clip, write_video
 
-LAYOUT = {"train": {"Happy": 3, "Sad": 3}, "validation": {"Happy": 1, "Sad": 1}, "test": {"Happy": 2, "Sad": 2}}
 REQUIRED = ["sample_id", "split", "label", "label_id", "video_id", "group", "source_path", "segment", "n_segments",
             "frame_index", "timestamp_s", "width", "height", "face_x1", "face_y1", "face_x2", "face_y2",
             "face_score", "n_faces", "detector", "image_path", "face_path", "context_path"]
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory, photos):
-    root = tmp_path_factory.mktemp("caer")
-    return root, make_corpus(root, LAYOUT, photos)
-
-
-def config(videos, out, **kw):
-    kw.setdefault("workers", 2)
-    return BuildConfig(videos=str(videos), out=str(out), **kw)
-
-
-@pytest.fixture(scope="module")
-def reference(corpus, tmp_path_factory):
-    root, _ = corpus
-    return run_build(config(root, tmp_path_factory.mktemp("ref") / "out"))
-
-
-def tree_digest(out: Path) -> dict[str, str]:
-    return {str(p.relative_to(out)): hashlib.sha1(p.read_bytes()).hexdigest()
-            for sub in ("images", "crop", "faces", "context") for p in sorted((out / sub).rglob("*"))
-            if p.is_file()}
 
 
 def test_every_sample_is_the_frame_and_face_the_manifest_names(corpus, reference):
@@ -197,27 +172,6 @@ def test_out_folder_that_is_not_a_build_is_refused(corpus, tmp_path):
     with pytest.raises(BuildError, match="not empty"):
         run_build(config(corpus[0], tmp_path))
     assert (tmp_path / "thesis.tex").exists()
-
-
-@pytest.fixture(scope="module")
-def bad_corpus(tmp_path_factory, photos):
-    root = tmp_path_factory.mktemp("bad")
-    make_corpus(root, {"train": {"Happy": 2}, "test": {"Happy": 1}}, photos)
-    happy = root / "train" / "Happy"
-    good = (happy / "0001.avi").read_bytes()
-    (happy / "empty.avi").write_bytes(b"")
-    (happy / "corrupt.avi").write_bytes(np.random.default_rng(0).bytes(50_000))
-    (happy / "truncated.avi").write_bytes(good[: len(good) * 6 // 10])
-    (happy / "text.mp4").write_text("not a video at all")
-    os.symlink(happy / "missing-target.avi", happy / "unreadable.avi")
-    frames, _ = render_clip(1, size=(356, 200), actors=(Actor(photos[0], 60, (.5, .5), (.5, .5)),))
-    write_video(happy / "one_frame.avi", frames)
-    frames, _ = render_clip(12, size=(301, 177), actors=(Actor(photos[1], 60, (.5, .5), (.5, .5)),))
-    write_video(happy / "odd_size.avi", frames, codec="mjpeg")
-    write_video(happy / "tiny.avi", [np.full((8, 8, 3), 100, np.uint8)] * 8, codec="mjpeg")
-    with open(os.fsencode(happy) + b"/caf\xe9.avi", "wb") as f:  # a Latin-1 file name: not UTF-8
-        f.write(good)
-    return root
 
 
 def test_bad_inputs_are_reported_and_the_build_goes_on(bad_corpus, tmp_path):

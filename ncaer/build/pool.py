@@ -208,13 +208,12 @@ def run_jobs(
             why, retry = f"{tried[-1]} stalled for over {timeout:g} s; killed", True
         else:
             why, retry = f"worker died (exit code {code}) while using {tried[-1]}", code == -signal.SIGKILL
-        notes = w.notes + (why,)
         drop(w)
         left = tuple(d for d in job.decoders if d not in tried)
         if left:
-            pending.append((dataclasses.replace(job, decoders=left), notes))
+            pending.append((dataclasses.replace(job, decoders=left), w.notes + (why,)))
             return None
-        return Outcome(job, error=why, notes=notes, retry=retry)
+        return Outcome(job, error=why, notes=w.notes, retry=retry)  # the error is the last reason, once
 
     outcomes: list[Outcome] = []
     try:

@@ -297,12 +297,11 @@ def run_on_ray(
 
         def abandon(d: _Decoding, why: str) -> Outcome | None:
             """Give a stalled or dead decode the decoders it has not tried, or give the clip up for a rerun."""
-            notes = d.notes + (why,)
             left = tuple(x for x in d.job.decoders if x not in (d.tried or [d.job.decoders[0]]))
             if left:
-                pending.append((replace(d.job, decoders=left), notes))
+                pending.append((replace(d.job, decoders=left), d.notes + (why,)))
                 return None
-            return Outcome(d.job, error=why, notes=notes, retry=True)
+            return Outcome(d.job, error=why, notes=d.notes, retry=True)
 
         def read_decode(gen, d: _Decoding) -> Outcome | None:
             """Take what the decode task has yielded so far; an Outcome when the clip ends at this stage."""
