@@ -109,6 +109,8 @@ def main():
     ap.add_argument("--det-sizes", default="384,640", help="CenterFace input sizes to score for quality")
     ap.add_argument("--scrfd-model", default=None, help="an SCRFD .onnx or insightface pack, to score it too")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--engine", default="local", choices=["local", "ray"],
+                    help="ray: also build with the Ray engine and compare it with the local engine")
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = ap.parse_args()
 
@@ -151,6 +153,10 @@ def main():
     figures["detector_alone_ms_per_frame"] = 1000 * alone / len(m)
     figures["detector_alone_ms_per_clip"] = 1000 * alone / len(frames_by_clip)
 
+    if args.engine == "ray":
+        figures["ray"] = ray_figures(work, args, result, wall)
+    figures["detector_fps"] = detector_fps(frames_by_clip)
+
     # detection quality per detector and input size
     rows = []
     for size in [int(s) for s in args.det_sizes.split(",")]:
@@ -178,12 +184,66 @@ def main():
     table.add_row("detector alone (CenterFace 384)", f"{figures['detector_alone_ms_per_frame']:.1f} ms/frame, "
                                                      f"{figures['detector_alone_ms_per_clip']:.1f} ms/clip")
     table.add_row("CAER-size corpus (13,201 clips) at this rate", f"{13201 / figures['clips_per_s'] / 60:.1f} min")
+    for provider, fps in figures["detector_fps"].items():
+        table.add_row(f"CenterFace 384 on {provider}: frames/s at batch " + " / ".join(str(b) for b in fps),
+                      " / ".join(f"{v:.0f}" for v in fps.values()))
+    if "ray" in figures:
+        r = figures["ray"]
+        table.add_row("Ray engine, same clips (Ray already started)",
+                      f"{r['clips_per_s']:.1f} clips/s ({r['wall_s']:.1f} s), {r['vs_local']:.2f}x the local engine")
+        table.add_row("Ray start-up (ray.init, once per build)", f"{r['ray_start_s']:.1f} s")
+        table.add_row("Ray manifest == local manifest", str(r["same_manifest"]))
     for det_name, size, recall, med, count in rows:
         table.add_row(f"{det_name} @ {size}: recall (IoU>=0.5) / median IoU",
                       f"{recall:.3f} / {med:.3f} ({count} frames)")
     console.print(table)
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))
+
+
+def ray_figures(work: Path, args, local, local_wall: float) -> dict:
+    """The Ray engine on the same clips, against the local engine's run."""
+    import ray
+
+    t = time.perf_counter()
+    ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
+    start = time.perf_counter() - t
+    try:
+        t = time.perf_counter()
+        result = run_build(BuildConfig(videos=str(work / "CAER"), out=str(work / "ray"), workers=args.workers,
+                                       device=args.device, engine="ray"))
+        wall = time.perf_counter() - t
+    finally:
+        ray.shutdown()
+    n = len(result.plan.jobs)
+    same = result.manifest.drop(columns=[]).equals(local.manifest)
+    return {"wall_s": wall, "clips_per_s": n / wall, "ray_start_s": start, "vs_local": local_wall / wall,
+            "same_manifest": bool(same), "detector_actors": result.summary["engine"].get("cpus")}
+
+
+def detector_fps(frames_by_clip: list[list[np.ndarray]]) -> dict[str, dict[int, float]]:
+    """CenterFace frames/s on each provider this machine has, at batch 1, one clip (5) and GPU_BATCH."""
+    from ncaer.faces.base import GPU_BATCH
+    from ncaer.faces.runtime import DetectorError
+
+    frames = [f for clip in frames_by_clip for f in clip]
+    figures = {}
+    for device in ("cpu", "cuda", "tensorrt"):
+        try:
+            det = create_detector("centerface", device=device)
+        except DetectorError:
+            continue
+        det.warm_up()
+        by_batch = {}
+        for batch in (1, 5, GPU_BATCH):
+            det.detect(frames[:batch])
+            t = time.perf_counter()
+            for start in range(0, len(frames) - batch + 1, batch):
+                det.detect(frames[start:start + batch])
+            done = (len(frames) // batch) * batch
+            by_batch[batch] = done / (time.perf_counter() - t)
+        figures[det.provider.replace("ExecutionProvider", "")] = by_batch
+    return figures
 
 
 if __name__ == "__main__":

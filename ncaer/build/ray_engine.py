@@ -276,8 +276,8 @@ def run_on_ray(
 
     decoding: dict[Any, _Decoding] = {}
     waiting: list[_Decoded] = []  # decoded, not yet sent to a detector
-    detecting: dict[Any, tuple[_Decoded, int]] = {}  # a clip's detection ref -> (clip, actor index)
-    writing: dict[Any, _Decoded] = {}
+    calls: dict[Any, int] = {}  # a detector call (its first return) -> the actor's index
+    writing: dict[Any, _Decoded] = {}  # a clip's write task, submitted with its detection call
     calls_in_flight = [0] * n_actors
     pending: list[tuple[ClipJob, tuple[str, ...]]] = [(job, ()) for job in reversed(jobs)]
     decode_slots = max(1, cluster.cpus)
@@ -365,53 +365,50 @@ def run_on_ray(
                     refs = actors[free].detect.options(num_returns=len(batch)).remote(
                         *[c.frames_ref for c in batch])
                     refs = refs if isinstance(refs, list) else [refs]
-                    for c, ref in zip(batch, refs):
-                        waiting.remove(c)
-                        detecting[ref] = (c, free)
+                    calls[refs[0]] = free  # a call's returns are ready together
                     calls_in_flight[free] += 1
+                    for c, ref in zip(batch, refs):  # each write starts once its clip's faces are found
+                        waiting.remove(c)
+                        writing[write.remote(config, tmp_dir, detector_name, c.job, c.result, c.frames_ref,
+                                             ref)] = c
 
         detector_name = infos[0]["detector"]
         while True:
             outcomes: list[Outcome] = []
-            held = len(waiting) + len(detecting) + len(writing)
+            held = len(waiting) + len(writing)
             while pending and len(decoding) < decode_slots and held < max_held:
                 job, notes = pending.pop()
                 decoding[decode.remote(config, job)] = _Decoding(job, notes)
                 held += 1
             # a partial batch goes when no more frames are coming soon: nothing left to decode but what runs
             send_batches(draining=not pending or held >= max_held)
-            if not (decoding or waiting or detecting or writing or pending):
+            if not (decoding or waiting or writing or pending):
                 return
-            refs = list(decoding) + list(detecting) + list(writing)
-            ray.wait(refs, num_returns=1, timeout=POLL, fetch_local=False)
-            now = time.monotonic()
+            refs = list(decoding) + list(calls) + list(writing)
+            ready: set = set()
+            if ray.wait(refs, num_returns=1, timeout=POLL, fetch_local=False)[0]:
+                ready = set(ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)[0])
+            now = time.monotonic()  # a deadline is judged after reading what the task sent before this moment
             for gen, d in list(decoding.items()):
-                late = now > d.deadline  # judged on the state before reading, as the pool does
-                outcome = read_decode(gen, d)
+                outcome = read_decode(gen, d) if gen in ready else None
                 if outcome is not None:
                     outcomes.append(outcome)
-                elif late and gen in decoding and d.result is None:
+                elif gen in decoding and d.result is None and now > d.deadline:
                     ray.cancel(gen, force=True)
                     del decoding[gen]
                     outcome = abandon(d, f"{d.tried[-1] if d.tried else d.job.decoders[0]} stalled for over "
                                          f"{config.timeout:g} s; killed")
                     if outcome is not None:
                         outcomes.append(outcome)
-            done, _ = ray.wait(list(detecting), num_returns=len(detecting), timeout=0) if detecting else ([], [])
-            for ref in done:
-                c, actor = detecting.pop(ref)
-                if not any(r.task_id() == ref.task_id() for r in detecting):  # the call's last clip
-                    calls_in_flight[actor] -= 1
-                writing[write.remote(config, tmp_dir, detector_name, c.job, c.result, c.frames_ref, ref)] = c
-            done, _ = ray.wait(list(writing), num_returns=len(writing), timeout=0) if writing else ([], [])
-            for ref in done:
+            for ref in [r for r in calls if r in ready]:
+                calls_in_flight[calls.pop(ref)] -= 1
+            for ref in [r for r in writing if r in ready]:
                 c = writing.pop(ref)
                 try:
                     result, node = ray.get(ref)
                 except RayTaskError as e:
-                    cause = e.cause if isinstance(e.cause, RayActorError) else None
-                    if cause is not None:
-                        raise WorkerInitError(_actor_failure(cause)) from None
+                    if isinstance(e.cause, RayActorError):
+                        raise WorkerInitError(_actor_failure(e.cause)) from None
                     outcomes.append(Outcome(c.job, error=_last_line(e), notes=c.notes))
                     continue
                 except RayActorError as e:
