@@ -94,13 +94,13 @@ def test_missing_scrfd_weights_explain_what_to_do(tmp_path, monkeypatch, model):
         create_detector("scrfd", model=model)
 
 
-@pytest.mark.skipif(runtime._gpu_present(), reason="checks the error on a machine without a GPU")
+@pytest.mark.skipif(runtime.gpu_present(), reason="checks the error on a machine without a GPU")
 def test_asking_for_cuda_without_a_gpu_is_an_error():
     with pytest.raises(DetectorError, match="CUDAExecutionProvider"):
         create_detector("centerface", device="cuda")
 
 
 def test_auto_device_without_a_gpu_runs_on_cpu():
-    if runtime._gpu_present():
+    if runtime.gpu_present():
         pytest.skip("GPU present")
     assert create_detector("centerface", device="auto").provider == "CPUExecutionProvider"

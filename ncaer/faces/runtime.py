@@ -20,7 +20,7 @@ class DetectorError(RuntimeError):
     """The detector cannot be created (weights missing, unreadable model...)."""
 
 
-def _gpu_present() -> bool:
+def gpu_present() -> bool:
     """An NVIDIA driver is installed (onnxruntime-gpu lists CUDA even on machines without one)."""
     return bool(ctypes.util.find_library("cuda")) or os.path.exists("/dev/nvidia0")
 
@@ -46,7 +46,7 @@ def requested_providers(device: str) -> list[str]:
     elif device == "tensorrt":
         wanted = [TRT, CUDA, CPU]
     elif device == "auto":
-        if not _gpu_present():
+        if not gpu_present():
             return [CPU]
         wanted = ([TRT] if _tensorrt_present() else []) + [CUDA, CPU]
     else:
