@@ -49,8 +49,11 @@ def same_build(result, reference):
     assert result.summary["counts"] == reference.summary["counts"]
 
 
-def test_the_ray_build_is_the_local_build(cluster, corpus, reference, tmp_path):
-    result = run_build(ray_config(corpus[0], tmp_path / "out"))
+@pytest.mark.parametrize("actors", [None, 2])
+def test_the_ray_build_is_the_local_build(cluster, corpus, reference, tmp_path, actors):
+    """Without GPUs a task does the whole clip; --detector-actors runs the GPU pipeline's stages (decode task,
+    detector actor, write task) on CPU actors."""
+    result = run_build(ray_config(corpus[0], tmp_path / "out", detector_actors=actors))
     same_build(result, reference)
     summary = json.loads((result.out / "build.json").read_text())
     assert summary["engine"]["name"] == "ray" and summary["engine"]["cpus"] == 2
@@ -114,9 +117,11 @@ def test_a_stalled_or_crashing_decoder_hands_the_clip_to_the_fallback(cluster, c
         assert read_index(cv2.imread(str(result.out / row.image_path))) == row.frame_index
 
 
-def test_a_detector_that_cannot_start_is_a_clear_error(cluster, corpus, tmp_path):
+@pytest.mark.parametrize("actors", [None, 1])
+def test_a_detector_that_cannot_start_is_a_clear_error(cluster, corpus, tmp_path, actors):
     with pytest.raises(WorkerInitError, match="detector could not start: SCRFD model '/nonexistent.onnx' not found"):
-        run_build(ray_config(corpus[0], tmp_path / "out", detector="scrfd", detector_model="/nonexistent.onnx"))
+        run_build(ray_config(corpus[0], tmp_path / "out", detector="scrfd", detector_model="/nonexistent.onnx",
+                             detector_actors=actors))
 
 
 def test_a_node_that_cannot_see_the_corpus_is_named(cluster, corpus, tmp_path):
@@ -136,7 +141,7 @@ def test_two_nodes_build_the_same_dataset(cluster, corpus, reference, tmp_path):
     node = cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
     try:
-        result = run_build(ray_config(corpus[0], tmp_path / "out"))
+        result = run_build(ray_config(corpus[0], tmp_path / "out", detector_actors=1))  # frames cross nodes
     finally:
         cluster.remove_node(node)
     assert result.summary["engine"]["nodes"] == 2 and result.summary["engine"]["cpus"] == 3

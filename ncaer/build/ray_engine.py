@@ -123,14 +123,25 @@ def _node_view(out: str, token_name: str, token: str, probe: str) -> dict:
     return view
 
 
-def _decode_task(config: BuildConfig, job: ClipJob):
-    """Yield the decode's progress events, then ("result", ClipResult, frame count, frame shape) and, when
-    frames were decoded, the Decoded frames as a last, separate object (which the driver never fetches)."""
+def _decode_task(config: BuildConfig, job: ClipJob, tmp_dir: str | None = None):
+    """Yield the decode's progress events, then ("result", ClipResult, frame count, frame shape, node, info).
+
+    With frames decoded and no `tmp_dir`, the Decoded frames follow as a last, separate object, which the
+    driver hands to a detector actor without fetching it. With `tmp_dir` (CPU clusters) the task detects
+    and writes the clip itself, as a local worker does, and the result is final (frame count 0)."""
     events: queue.Queue = queue.Queue()
 
     def run():
         try:
-            events.put(("end", decode_clip(config, job, lambda event, value: events.put((event, value)))))
+            result, decoded = decode_clip(config, job, lambda event, value: events.put((event, value)))
+            info = None
+            if tmp_dir is not None and decoded is not None:
+                detector, info = _worker_detector(config)
+                t = time.perf_counter()
+                dets = detector.detect(decoded.frames)
+                result.seconds["detect"] = time.perf_counter() - t
+                result, decoded = write_clip(config, tmp_dir, detector.name, job, result, decoded, dets), None
+            events.put(("end", (result, decoded, info)))
         except Exception:  # noqa: BLE001 - a bug is reported for the clip, as a pool worker does
             events.put(("error", traceback.format_exc(limit=4)))
 
@@ -138,11 +149,11 @@ def _decode_task(config: BuildConfig, job: ClipJob):
     while True:
         kind, value = events.get()
         if kind == "end":
-            result, decoded = value
+            result, decoded, info = value
             if decoded is None:
-                yield "result", result, 0, None
+                yield "result", result, 0, None, _node_id(), info
             else:
-                yield "result", result, len(decoded.frames), decoded.frames[0].shape
+                yield "result", result, len(decoded.frames), decoded.frames[0].shape, None, None
                 yield decoded
             return
         yield kind, value
@@ -150,14 +161,37 @@ def _decode_task(config: BuildConfig, job: ClipJob):
             return
 
 
-def _write_task(config: BuildConfig, tmp_dir: str, detector_name: str, job: ClipJob, result: ClipResult,
-                decoded, detected) -> tuple[ClipResult, str]:
+_DETECTORS: dict = {}  # a Ray worker's detector, kept between the whole-clip tasks it runs
+
+
+def _worker_detector(config: BuildConfig):
+    key = (config.detector, config.detector_model, config.device, config.det_size, config.threshold)
+    if key not in _DETECTORS:
+        from ncaer.faces.detectors import create_detector
+
+        detector = create_detector(*key)
+        _DETECTORS[key] = detector, {"detector": detector.name, "provider": detector.provider,
+                                     "model": detector.model_path, "host": socket.gethostname(),
+                                     **detector.warm_up()}
+    return _DETECTORS[key]
+
+
+def _detector_probe(config: BuildConfig) -> dict:
+    """Start the detector in one worker: a missing model is one clear error before any clip."""
+    return _worker_detector(config)[1]
+
+
+def _node_id() -> str:
     import ray
 
+    return ray.get_runtime_context().get_node_id()
+
+
+def _write_task(config: BuildConfig, tmp_dir: str, detector_name: str, job: ClipJob, result: ClipResult,
+                decoded, detected) -> tuple[ClipResult, str]:
     dets, seconds = detected
     result.seconds["detect"] = seconds
-    result = write_clip(config, tmp_dir, detector_name, job, result, decoded, dets)
-    return result, ray.get_runtime_context().get_node_id()
+    return write_clip(config, tmp_dir, detector_name, job, result, decoded, dets), _node_id()
 
 
 def _sync_task(out: str) -> None:
@@ -265,7 +299,10 @@ def run_on_ray(
 
     dirty_nodes = dirty_nodes if dirty_nodes is not None else set()
     use_gpu = cluster.gpus > 0 and config.device != "cpu"
-    n_actors = config.detector_actors or (cluster.gpus if use_gpu else max(1, cluster.cpus))
+    # Without GPUs a task does the whole clip, as a local worker does, unless --detector-actors asks for
+    # CPU actors: moving the frames to an actor costs CPU time and gains nothing (docs/build.md, measured).
+    whole_clips = not use_gpu and not config.detector_actors
+    n_actors = 0 if whole_clips else config.detector_actors or cluster.gpus
     actor_class = ray.remote(DetectorActor).options(
         num_gpus=1 if use_gpu else 0, num_cpus=0, max_restarts=1, max_task_retries=1,
         scheduling_strategy="SPREAD")
@@ -273,6 +310,7 @@ def run_on_ray(
     decode = ray.remote(_decode_task).options(num_cpus=1, max_retries=0)
     write = ray.remote(_write_task).options(num_cpus=1, max_retries=0)
     batch_frames = GPU_BATCH if use_gpu else 1  # a CPU session gains nothing from bigger batches
+    seen_info: list[dict] = []
 
     decoding: dict[Any, _Decoding] = {}
     waiting: list[_Decoded] = []  # decoded, not yet sent to a detector
@@ -283,17 +321,24 @@ def run_on_ray(
     decode_slots = max(1, cluster.cpus)
     max_held = 4 * decode_slots + 2 * batch_frames  # clips decoded and not yet written: bounds memory
 
-    try:
-        try:
-            infos = ray.get([a.describe.remote() for a in actors], timeout=STARTUP_TIMEOUT)
-        except ray.exceptions.GetTimeoutError:
-            raise WorkerInitError(f"the detector actors did not start within {STARTUP_TIMEOUT:g} s "
-                                  "(Ray's resources: is a GPU free?)") from None
-        except RayActorError as e:
-            raise WorkerInitError(_actor_failure(e)) from None
-        for info in infos:
+    def started(info: dict | None) -> None:
+        if info and info not in seen_info:
+            seen_info.append(info)
             if on_ready:
                 on_ready(info)
+
+    try:
+        starting = [a.describe.remote() for a in actors] if actors else [
+            ray.remote(_detector_probe).options(num_cpus=1, max_retries=0).remote(config)]
+        try:
+            infos = ray.get(starting, timeout=STARTUP_TIMEOUT)
+        except ray.exceptions.GetTimeoutError:
+            raise WorkerInitError(f"the detector did not start within {STARTUP_TIMEOUT:g} s "
+                                  "(Ray's resources: is a GPU free?)") from None
+        except (RayActorError, RayTaskError) as e:
+            raise WorkerInitError(_actor_failure(e)) from None
+        for info in infos:
+            started(info)
 
         def abandon(d: _Decoding, why: str) -> Outcome | None:
             """Give a stalled or dead decode the decoders it has not tried, or give the clip up for a rerun."""
@@ -315,7 +360,7 @@ def run_on_ray(
                     del decoding[gen]
                     return Outcome(d.job, error="the decode task ended without a result", notes=d.notes)
                 if d.result is not None:  # the frames that follow a result
-                    _, result, n, shape = d.result
+                    _, result, n, shape, _, _ = d.result
                     del decoding[gen]
                     waiting.append(_Decoded(d.job, d.notes, result, ref, n, shape))
                     return None
@@ -341,9 +386,13 @@ def run_on_ray(
                     return Outcome(d.job, error=event[1].strip().splitlines()[-1], notes=d.notes)
                 elif kind == "result":
                     d.deadline = float("inf")
-                    if event[2] == 0:  # nothing decoded (or usable): the clip ends here
+                    _, result, n, _, node, info = event
+                    if n == 0:  # written by the task itself, or nothing decoded: the clip ends here
                         del decoding[gen]
-                        return Outcome(d.job, result=event[1], notes=d.notes)
+                        started(info)
+                        if node and result.rows:
+                            dirty_nodes.add(node)
+                        return Outcome(d.job, result=result, notes=d.notes)
                     d.result = event
 
         def send_batches(draining: bool) -> None:
@@ -378,7 +427,7 @@ def run_on_ray(
             held = len(waiting) + len(writing)
             while pending and len(decoding) < decode_slots and held < max_held:
                 job, notes = pending.pop()
-                decoding[decode.remote(config, job)] = _Decoding(job, notes)
+                decoding[decode.remote(config, job, tmp_dir if whole_clips else None)] = _Decoding(job, notes)
                 held += 1
             # a partial batch goes when no more frames are coming soon: nothing left to decode but what runs
             send_batches(draining=not pending or held >= max_held)
