@@ -104,3 +104,21 @@ def test_auto_device_without_a_gpu_runs_on_cpu():
     if runtime.gpu_present():
         pytest.skip("GPU present")
     assert create_detector("centerface", device="auto").provider == "CPUExecutionProvider"
+
+
+def test_the_gpu_warm_up_runs_the_shape_and_batch_the_build_runs(tmp_path):
+    """On a GPU the warm-up builds the TensorRT engine: it must run the input the model takes (an SCRFD graph
+    that fixes batch 1 and 64x64 gets one 64x64 frame; CenterFace a full batch at det_size square). The GPU
+    path is forced on the CPU session."""
+    from ncaer.faces.base import GPU_BATCH
+
+    for det, expected in ((create_detector("scrfd", model=str(fake_scrfd(tmp_path / "s.onnx")), device="cpu"),
+                           (1, 3, 64, 64)),
+                          (create_detector("centerface", device="cpu", det_size=100), (GPU_BATCH, 3, 128, 128))):
+        shapes = []
+        run = det.session.run
+        det.session.run = lambda names, feed, run=run: shapes.append(next(iter(feed.values())).shape) or run(names,
+                                                                                                             feed)
+        det.provider = "CUDAExecutionProvider"
+        figures = det.warm_up()
+        assert set(shapes) == {expected} and figures["input"] == list(expected)

@@ -87,7 +87,8 @@ def _clip_outcomes(config: BuildConfig, todo: list, out: Path, journal: Journal,
     however the build ends, before the lock is released."""
     tmp_dir = str(out / STATE_DIR / "tmp")
     if config.engine == "local" or not todo:
-        engine_info["workers"] = config.workers
+        if config.engine == "local":
+            engine_info["workers"] = config.workers
         with contextlib.closing(run_jobs(todo, config.workers, init_worker, (config, tmp_dir), process_clip,
                                          timeout=config.timeout, on_ready=on_ready,
                                          log_dir=str(out / STATE_DIR))) as outcomes:
@@ -106,8 +107,15 @@ def _clip_outcomes(config: BuildConfig, todo: list, out: Path, journal: Journal,
         dirty: set[str] = set()
         own = ray.get_runtime_context().get_node_id()
         journal.before_commit = lambda: ray_engine.sync_nodes(ray, str(out), dirty, own)
-        with contextlib.closing(ray_engine.run_on_ray(todo, config, tmp_dir, cluster, on_ready, dirty)) as outcomes:
-            yield outcomes
+        try:
+            with contextlib.closing(ray_engine.run_on_ray(todo, config, tmp_dir, cluster, on_ready,
+                                                          dirty)) as outcomes:
+                yield outcomes
+        except BaseException:
+            with contextlib.suppress(Exception):  # the build's own error says why it stopped
+                journal.commit()
+            raise
+        journal.commit()  # the last clips, while other nodes' files can still be synced
     finally:
         journal.before_commit = None
         ray_engine.disconnect(cluster)

@@ -208,7 +208,11 @@ class Journal:
             return
         sync_filesystem(self._file.fileno())
         if self.before_commit:  # files other machines wrote
-            self.before_commit()
+            try:
+                self.before_commit()
+            except BaseException:
+                self._pending.clear()  # never journaled unsynced: these clips are redone by the rerun
+                raise
         self._file.write("".join(json_line(r) for r in self._pending).encode())
         self._file.flush()
         os.fsync(self._file.fileno())

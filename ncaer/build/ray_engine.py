@@ -50,7 +50,9 @@ from .pool import Outcome, WorkerInitError
 RAY_MISSING = 'the Ray engine needs Ray, which is not installed: pip install "ncaer[ray]"'
 PER_FRAME = 0.05  # seconds added to a decode deadline per frame of the clip, as in the local pool
 POLL = 0.05
-STARTUP_TIMEOUT = 900.0  # a detector actor's start: a first TensorRT engine build takes minutes
+STARTUP_TIMEOUT = 900.0
+SYNC_TIMEOUT = 300.0
+MAX_CALLS = 500  # a detector actor's start: a first TensorRT engine build takes minutes
 
 
 def import_ray():
@@ -80,15 +82,18 @@ def connect(address: str | None) -> RayCluster:
     """Join the cluster at `address` ("auto": the one this machine belongs to), or start Ray on this machine."""
     ray = import_ray()
     started = False
+    if address and address.startswith("ray://"):
+        raise BuildError("run `ncaer build` on a node of the cluster, with --ray-address auto or HOST:PORT: "
+                         "a Ray Client (ray://) driver cannot see --out, where it keeps the build's journal")
+    if address and address != "auto":
+        _check_reachable(address)
     if not ray.is_initialized():
         kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
                       configure_logging=True)
         try:
-            if address:
-                ray.init(address=address, **kwargs)
-            else:
-                ray.init(**kwargs)
-                started = True
+            # "local": a new instance on this machine, never a cluster named by RAY_ADDRESS or a `ray start`
+            ray.init(address=address or "local", **kwargs)
+            started = not address
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise BuildError(f"cannot reach a Ray cluster at {address}: {e}. Start one with `ray start --head` "
                              "(see docs/build.md), or leave out --ray-address to run Ray on this machine") from e
@@ -96,6 +101,16 @@ def connect(address: str | None) -> RayCluster:
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     return RayCluster(address=address or "local", started_here=started, nodes=nodes,
                       cpus=int(resources.get("CPU", 0)), gpus=int(resources.get("GPU", 0)))
+
+
+def _check_reachable(address: str) -> None:
+    """A HOST:PORT that answers: Ray itself retries an unreachable address for minutes."""
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except (OSError, ValueError) as e:
+        raise BuildError(f"no Ray cluster answers at {address} ({e}). Start one with `ray start --head` on that "
+                         "machine (docs/build.md), or leave out --ray-address to run Ray on this machine") from None
 
 
 def disconnect(cluster: RayCluster) -> None:
@@ -118,6 +133,12 @@ def _node_view(out: str, token_name: str, token: str, probe: str) -> dict:
             view["problems"].append(f"{out} is another folder there (the driver's token differs)")
     except OSError as e:
         view["problems"].append(f"cannot read {out} ({e.strerror or e})")
+    try:  # write as the build writes: through its tmp folder
+        probe_file = Path(out) / ".ncaer" / "tmp" / f"node-check-{socket.gethostname()}-{os.getpid()}"
+        probe_file.write_bytes(b"")
+        probe_file.unlink()
+    except OSError as e:
+        view["problems"].append(f"cannot write in {out} ({e.strerror or e})")
     if not os.access(probe, os.R_OK):
         view["problems"].append(f"cannot read the corpus file {probe}")
     return view
@@ -249,6 +270,7 @@ class _Decoded:
     frames_ref: Any
     n_frames: int
     shape: tuple
+    deadline: float = float("inf")  # for its detection and writing, once submitted
 
 
 def check_nodes(ray, cluster: RayCluster, out: Path, probe: str) -> None:
@@ -270,7 +292,7 @@ def check_nodes(ray, cluster: RayCluster, out: Path, probe: str) -> None:
             try:
                 seen = ray.get(ref, timeout=120)
             except Exception as e:  # noqa: BLE001 - a node that cannot run a task is named, whatever the cause
-                problems.append(f"node {node_id[:8]}: did not answer ({type(e).__name__})")
+                problems.append(f"node {node_id[:8]}: could not run a task: {_last_line(e)}")
                 continue
             where = f"node {seen['host']} ({node_id[:8]})"
             problems += [f"{where}: {p}" for p in seen["problems"]]
@@ -303,12 +325,17 @@ def run_on_ray(
     # CPU actors: moving the frames to an actor costs CPU time and gains nothing (docs/build.md, measured).
     whole_clips = not use_gpu and not config.detector_actors
     n_actors = 0 if whole_clips else config.detector_actors or cluster.gpus
+    if use_gpu and n_actors > cluster.gpus:
+        raise BuildError(f"--detector-actors {n_actors}: a detector actor holds a GPU and the cluster has "
+                         f"{cluster.gpus}")
     actor_class = ray.remote(DetectorActor).options(
         num_gpus=1 if use_gpu else 0, num_cpus=0, max_restarts=1, max_task_retries=1,
         scheduling_strategy="SPREAD")
-    actors = [actor_class.remote(config) for _ in range(n_actors)]
-    decode = ray.remote(_decode_task).options(num_cpus=1, max_retries=0)
-    write = ray.remote(_write_task).options(num_cpus=1, max_retries=0)
+    actors: list = []
+    # workers are replaced every MAX_CALLS clips, as local ones are: decord's memory grows
+    decode = ray.remote(num_cpus=1, max_retries=0, max_calls=MAX_CALLS)(_decode_task)
+    write = ray.remote(num_cpus=1, max_retries=0, max_calls=MAX_CALLS)(_write_task)
+    write_timeout = 4 * config.timeout  # a clip's detection (its actor call) and writing
     batch_frames = GPU_BATCH if use_gpu else 1  # a CPU session gains nothing from bigger batches
     seen_info: list[dict] = []
 
@@ -327,7 +354,10 @@ def run_on_ray(
             if on_ready:
                 on_ready(info)
 
+    crashed: set[str] = set()  # clips whose last decoder's worker has died once
+
     try:
+        actors += [actor_class.remote(config) for _ in range(n_actors)]
         starting = [a.describe.remote() for a in actors] if actors else [
             ray.remote(_detector_probe).options(num_cpus=1, max_retries=0).remote(config)]
         try:
@@ -340,13 +370,21 @@ def run_on_ray(
         for info in infos:
             started(info)
 
-        def abandon(d: _Decoding, why: str) -> Outcome | None:
-            """Give a stalled or dead decode the decoders it has not tried, or give the clip up for a rerun."""
-            left = tuple(x for x in d.job.decoders if x not in (d.tried or [d.job.decoders[0]]))
+        def abandon(d: _Decoding, why: str, crash: bool = False) -> Outcome | None:
+            """Give a stalled or dead decode the decoders it has not tried, or give the clip up.
+
+            Ray does not say what killed a worker (a decoder's SIGSEGV, or the OOM killer), so a clip whose
+            last decoder crashed is tried once more with it; a second crash is final, as a local worker's
+            SIGSEGV is. A stall, Ray's out-of-memory kill or a lost node leave the clip to the rerun."""
+            used = d.tried or [d.job.decoders[0]]
+            left = tuple(x for x in d.job.decoders if x not in used)
+            if not left and crash and d.job.key not in crashed:
+                crashed.add(d.job.key)
+                left = (used[-1],)
             if left:
                 pending.append((replace(d.job, decoders=left), d.notes + (why,)))
                 return None
-            return Outcome(d.job, error=why, notes=d.notes, retry=True)
+            return Outcome(d.job, error=why, notes=d.notes, retry=not crash)
 
         def read_decode(gen, d: _Decoding) -> Outcome | None:
             """Take what the decode task has yielded so far; an Outcome when the clip ends at this stage."""
@@ -371,10 +409,11 @@ def run_on_ray(
                 except RayTaskError as e:
                     del decoding[gen]
                     return Outcome(d.job, error=_last_line(e), notes=d.notes)
-                except ray.exceptions.RayError as e:  # its worker or node died: not the file's fault
+                except ray.exceptions.RayError as e:  # its worker or node died
                     del decoding[gen]
                     used = d.tried[-1] if d.tried else d.job.decoders[0]
-                    return abandon(d, f"worker died ({type(e).__name__}) while using {used}")
+                    return abandon(d, f"worker died ({type(e).__name__}) while using {used}",
+                                   crash=type(e) is ray.exceptions.WorkerCrashedError)
                 kind = event[0]
                 if kind == "decoding":
                     d.tried.append(event[1])
@@ -405,12 +444,12 @@ def run_on_ray(
                     free = min(range(n_actors), key=lambda i: calls_in_flight[i])
                     if calls_in_flight[free] >= 2:
                         return
-                    batch, frames = [], 0
-                    while clips and frames < batch_frames:
+                    batch, frames = [], 0  # as many clips as fit in the batch (padded up to it)
+                    while clips and (not batch or frames + clips[0].n_frames <= batch_frames):
                         batch.append(clips.pop(0))
                         frames += batch[-1].n_frames
-                    if frames < batch_frames and not draining:
-                        return  # wait for more frames of this shape
+                    if not clips and frames < batch_frames and not draining:
+                        break  # wait for more frames of this shape; other shapes may be ready
                     refs = actors[free].detect.options(num_returns=len(batch)).remote(
                         *[c.frames_ref for c in batch])
                     refs = refs if isinstance(refs, list) else [refs]
@@ -418,6 +457,7 @@ def run_on_ray(
                     calls_in_flight[free] += 1
                     for c, ref in zip(batch, refs):  # each write starts once its clip's faces are found
                         waiting.remove(c)
+                        c.deadline = time.monotonic() + write_timeout
                         writing[write.remote(config, tmp_dir, detector_name, c.job, c.result, c.frames_ref,
                                              ref)] = c
 
@@ -451,14 +491,24 @@ def run_on_ray(
                         outcomes.append(outcome)
             for ref in [r for r in calls if r in ready]:
                 calls_in_flight[calls.pop(ref)] -= 1
-            for ref in [r for r in writing if r in ready]:
-                c = writing.pop(ref)
+            for ref, c in list(writing.items()):
+                if ref not in ready:
+                    if now > c.deadline:  # a hung detector call or write (a stuck mount): left to the rerun
+                        ray.cancel(ref, force=True)
+                        del writing[ref]
+                        outcomes.append(Outcome(c.job, error=f"detection and writing took over {write_timeout:g} "
+                                                f"s; cancelled", notes=c.notes, retry=True))
+                    continue
+                del writing[ref]
                 try:
                     result, node = ray.get(ref)
                 except RayTaskError as e:
                     if isinstance(e.cause, RayActorError):
                         raise WorkerInitError(_actor_failure(e.cause)) from None
-                    outcomes.append(Outcome(c.job, error=_last_line(e), notes=c.notes))
+                    # the detector's failure fails every clip of its call: none of them is to blame for sure
+                    detector = "DetectorActor" in str(getattr(e, "function_name", ""))
+                    outcomes.append(Outcome(c.job, error=("detector: " if detector else "") + _last_line(e),
+                                            notes=c.notes, retry=detector))
                     continue
                 except RayActorError as e:
                     raise WorkerInitError(_actor_failure(e)) from None
@@ -470,10 +520,13 @@ def run_on_ray(
                 outcomes.append(Outcome(c.job, result=result, notes=c.notes))
             yield from outcomes
     finally:
-        for ref in list(decoding) + list(writing):
+        running = list(decoding) + list(writing)
+        for ref in running:
             ray.cancel(ref, force=True)
         for actor in actors:
             ray.kill(actor)
+        if running:  # cancelled tasks end (their workers killed) before the build's lock is released
+            ray.wait(running, num_returns=len(running), timeout=10)
 
 
 def _last_line(e: Exception) -> str:
@@ -495,8 +548,13 @@ def sync_nodes(ray, out: str, nodes: set[str], own_node: str) -> None:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     remote = [n for n in nodes if n != own_node]
-    nodes.clear()
     if remote:
         sync = ray.remote(_sync_task)
-        ray.get([sync.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False))
-                 .remote(out) for n in remote])
+        refs = [sync.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False))
+                .remote(out) for n in remote]
+        try:
+            ray.get(refs, timeout=SYNC_TIMEOUT)
+        except Exception as e:  # noqa: BLE001 - a node gone, its disk failing: the clips it wrote are redone
+            raise BuildError(f"the files written on another node could not be made durable ({_last_line(e)}). "
+                             "The build stopped; run the same command again: it redoes those clips") from e
+    nodes.clear()

@@ -92,6 +92,8 @@ class Detector:
     session = None
     input_name: str
     det_size: int
+    graph_input: tuple[int, int] | None = None  # (height, width) where the model's graph fixes them
+    batched = True  # False: the graph takes one frame per run
 
     def detect(self, frames: list[np.ndarray]) -> list[np.ndarray]:
         raise NotImplementedError
@@ -100,16 +102,16 @@ class Detector:
     def on_gpu(self) -> bool:
         return self.provider != CPU
 
-    def input_shape(self, graph_fixed: tuple[int, int] | None = None) -> tuple[int, int] | None:
+    def input_shape(self) -> tuple[int, int] | None:
         """The fixed (height, width) to letterbox into, or None for the frames' own shape."""
-        if graph_fixed or not self.on_gpu:
-            return graph_fixed
+        if self.graph_input or not self.on_gpu:
+            return self.graph_input
         side = int(np.ceil(self.det_size / 32) * 32)
         return side, side
 
     def run(self, blob: np.ndarray) -> list[np.ndarray]:
         """session.run on an NCHW batch; on a GPU in fixed batches of GPU_BATCH (zero-padded)."""
-        if not self.on_gpu:
+        if not self.on_gpu or not self.batched:
             return self.session.run(None, {self.input_name: blob})
         parts = []
         for start in range(0, len(blob), GPU_BATCH):
@@ -121,19 +123,20 @@ class Detector:
         return [np.concatenate(outs) for outs in zip(*parts)]
 
     def warm_up(self) -> dict:
-        """Run one batch, so that a TensorRT engine is built (or loaded from its cache) before work starts.
+        """Detect on blank frames of the input shape, so that a TensorRT engine is built (or loaded from its
+        cache) before work starts, for the very shape and batch the build then runs.
 
         Returns what the build report says about it: the seconds taken, and whether an engine was built."""
         if not self.on_gpu:
             return {}
-        side = self.input_shape()
+        height, width = self.input_shape()
         cache = trt_cache_dir()
         before = set(cache.glob("*")) if cache.is_dir() else set()
         t = time.perf_counter()
-        self.session.run(None, {self.input_name: np.zeros((GPU_BATCH, 3, *side), np.float32)})
+        self.detect([np.zeros((height, width, 3), np.uint8)] * (GPU_BATCH if self.batched else 1))
         seconds = round(time.perf_counter() - t, 3)
-        if self.provider != TRT:
-            return {"warm_up_s": seconds}
-        built = bool(set(cache.glob("*")) - before)
-        return {"warm_up_s": seconds, "tensorrt_engine": "built" if built else "loaded from cache",
-                "tensorrt_cache": str(cache), "input": [GPU_BATCH, 3, *side]}
+        figures = {"warm_up_s": seconds, "input": [GPU_BATCH if self.batched else 1, 3, height, width]}
+        if self.provider == TRT:
+            built = bool(set(cache.glob("*")) - before)
+            figures.update(tensorrt_engine="built" if built else "loaded from cache", tensorrt_cache=str(cache))
+        return figures

@@ -57,8 +57,7 @@ class SCRFD(Detector):
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         h, w = inp.shape[2:4]
-        self.fixed = (h, w) if isinstance(h, int) and isinstance(w, int) else None
-        self.batched = isinstance(inp.shape[0], str) or inp.shape[0] is None
+        self.graph_input = (h, w) if isinstance(h, int) and isinstance(w, int) else None
         outputs = self.session.get_outputs()
         n_out = len(outputs)
         layouts = {6: (3, 2, False), 9: (3, 2, True), 10: (5, 1, False), 15: (5, 1, True)}
@@ -66,14 +65,15 @@ class SCRFD(Detector):
             raise DetectorError(f"{self.model_path}: {n_out} outputs; not an SCRFD graph (expected 6, 9, 10 or 15)")
         self.fmc, self.num_anchors, _ = layouts[n_out]
         self.strides = [8, 16, 32, 64, 128][: self.fmc]
-        self.outputs_have_batch = len(outputs[0].shape) == 3
+        # batched: the graph's batch is free and its outputs keep it (else one run per frame)
+        self.batched = (isinstance(inp.shape[0], str) or inp.shape[0] is None) and len(outputs[0].shape) == 3
 
     def detect(self, frames: list[np.ndarray]) -> list[np.ndarray]:
         if not frames:
             return []
-        batch, geometry = letterbox_batch(frames, self.det_size, self.input_shape(self.fixed))
+        batch, geometry = letterbox_batch(frames, self.det_size, self.input_shape())
         blob = ((batch - 127.5) / 128.0).transpose(0, 3, 1, 2)
-        if self.batched and self.outputs_have_batch:
+        if self.batched:
             results = self.run(blob)
             per_frame = [[r[b] for r in results] for b in range(len(frames))]
         else:  # graph fixes batch 1: one run per frame
