@@ -111,6 +111,8 @@ def main():
     ap.add_argument("--device", default="auto")
     ap.add_argument("--engine", default="local", choices=["local", "ray"],
                     help="ray: also build with the Ray engine and compare it with the local engine")
+    ap.add_argument("--detector-actors", type=int, default=None,
+                    help="--engine ray: detector actors (on a CPU machine: the staged pipeline on CPU actors)")
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = ap.parse_args()
 
@@ -213,7 +215,7 @@ def ray_figures(work: Path, args, local, local_wall: float) -> dict:
     try:
         t, cpu = time.perf_counter(), busy_cpu_seconds()
         result = run_build(BuildConfig(videos=str(work / "CAER"), out=str(work / "ray"), workers=args.workers,
-                                       device=args.device, engine="ray"))
+                                       device=args.device, engine="ray", detector_actors=args.detector_actors))
         wall, cpu = time.perf_counter() - t, busy_cpu_seconds() - cpu
     finally:
         ray.shutdown()
