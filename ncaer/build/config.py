@@ -34,7 +34,7 @@ class BuildConfig:
     strict: bool = False
     engine: str = "local"  # local: a pool of worker processes on this machine; ray: a Ray cluster
     ray_address: str | None = None  # None: start Ray on this machine; "auto" or HOST:PORT: join that cluster
-    detector_actors: int | None = None  # Ray engine; None: one per GPU, or one per CPU without GPUs
+    detector_actors: int | None = None  # Ray engine; None: one per GPU, or none (whole-clip tasks) without GPUs
 
     # Options that do not change what a finished build contains.
     RUNTIME_ONLY = ("out", "workers", "timeout", "limit", "strict", "device", "engine", "ray_address",

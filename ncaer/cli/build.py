@@ -54,7 +54,8 @@ from .common import console, default_workers, out_console
               help="--engine ray: the cluster to join, auto (the one this machine belongs to) or HOST:PORT "
                    "[start Ray on this machine].")
 @click.option("--detector-actors", default=None, type=click.IntRange(1),
-              help="--engine ray: detector sessions [one per GPU; without GPUs, one per CPU].")
+              help="--engine ray: detector actors [one per GPU; without GPUs none: tasks do whole clips, "
+                   "and N runs N CPU actors].")
 @click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(1),
               help="Seconds a decoder may stall on one clip (plus 0.05 s per frame) before the fallback.")
 @click.option("--limit", default=None, type=click.IntRange(1), help="Only this many clips, spread over splits/classes.")
