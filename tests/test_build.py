@@ -416,3 +416,25 @@ def test_an_output_folder_that_cannot_be_written_is_a_clear_error(corpus, tmp_pa
     (tmp_path / "afile").write_text("x")
     with pytest.raises(BuildError, match="cannot write .*afile"):
         run_build(config(corpus[0], tmp_path / "afile" / "out"))
+
+
+def test_after_a_failed_sync_nothing_more_is_journaled(tmp_path):
+    """syncfs reports a write-back error once: a commit after a failed one would journal clips whose files
+    may be lost. The failed commit's clips, and any later ones, are left to the rerun."""
+    from ncaer.build.journal import Journal
+
+    (tmp_path / ".ncaer").mkdir()
+    failures = [OSError(5, "Input/output error")]
+
+    def sync_other_nodes():
+        if failures:
+            raise failures.pop()
+
+    with pytest.raises(OSError, match="Input/output"), Journal(tmp_path) as journal:
+        journal.before_commit = sync_other_nodes
+        journal.add({"key": "a", "rows": []})
+        with pytest.raises(OSError, match="Input/output"):
+            journal.commit()
+        journal.add({"key": "b", "rows": []})
+        journal.commit()  # the other nodes sync now, but this run's syncs can no longer be trusted
+    assert (tmp_path / ".ncaer" / "journal.jsonl").read_text() == ""

@@ -20,7 +20,7 @@ from conftest import build_config, tree_digest
 from ncaer.build.engine import run_build
 from ncaer.build.journal import BuildError
 from ncaer.build.pool import WorkerInitError
-from ncaer.generated.videos import read_index
+from ncaer.generated.videos import Actor, read_index, render_clip, write_video
 
 ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
@@ -117,6 +117,29 @@ def test_a_stalled_or_crashing_decoder_hands_the_clip_to_the_fallback(cluster, c
     # the fallback's frames are the frames the manifest names
     for row in m.loc[["train/Happy/0001-stall.avi", "train/Sad/0004-crash.avi"]].itertuples():
         assert read_index(cv2.imread(str(result.out / row.image_path))) == row.frame_index
+
+
+def test_a_failing_or_hung_detector_leaves_its_clips_to_the_rerun(cluster, corpus, reference, tmp_path, photos):
+    """The detector actor raises on one clip and hangs on another (tests/ray_hooks.py): neither clip is
+    recorded as a final failure, the hung actor is restarted, and the build ends."""
+    root = tmp_path / "c"
+    shutil.copytree(corpus[0], root)
+    for width in (302, 304):
+        frames, _ = render_clip(12, size=(width, 200), actors=(Actor(photos[0], 60, (.5, .5), (.5, .5)),))
+        write_video(root / f"train/Happy/w{width}.avi", frames)
+    started = time.monotonic()
+    result = run_build(ray_config(root, tmp_path / "out", timeout=2.0, detector_actors=1))
+    assert time.monotonic() - started < 90
+    retry = result.failures[result.failures["outcome"] == "retry"].set_index("source_path")["reason"]
+    assert "detector: " in retry["train/Happy/w302.avi"] and "out of memory" in retry["train/Happy/w302.avi"]
+    assert "did not answer within 8 s; restarted" in retry["train/Happy/w304.avi"]
+    assert result.summary["counts"]["clips_failed"] == 0
+    # the clips the actor served before and after its restart are the reference's
+    built = result.manifest.set_index("sample_id")
+    ref = reference.manifest.set_index("sample_id").loc[built.index]
+    pd.testing.assert_frame_equal(built, ref)
+    # clips queued on the actor behind the hung call are left to the rerun with it, the others are built
+    assert len(built) >= 5 * 8, retry.to_dict()
 
 
 @pytest.mark.parametrize("actors", [None, 1])

@@ -167,6 +167,7 @@ class Journal:
         self._last_commit = time.monotonic()
         self._file = None
         self.before_commit: Callable[[], None] | None = None
+        self._failed: Exception | None = None  # a failed sync: nothing more is journaled in this run
         self._load()
 
     def _load(self) -> None:
@@ -202,17 +203,24 @@ class Journal:
             self.commit()
 
     def commit(self) -> None:
-        """Sync the clips' files, then append and sync their records."""
+        """Sync the clips' files, then append and sync their records.
+
+        A failed sync is final for this run: its clips are never journaled (the rerun redoes them), nor is
+        any later clip, since a second syncfs on the same file reports no error for the same lost pages."""
         self._last_commit = time.monotonic()
         if not self._pending:
             return
-        sync_filesystem(self._file.fileno())
-        if self.before_commit:  # files other machines wrote
-            try:
+        if self._failed:
+            self._pending.clear()
+            raise self._failed
+        try:
+            sync_filesystem(self._file.fileno())
+            if self.before_commit:  # files other machines wrote
                 self.before_commit()
-            except BaseException:
-                self._pending.clear()  # never journaled unsynced: these clips are redone by the rerun
-                raise
+        except BaseException as e:
+            self._pending.clear()
+            self._failed = e if isinstance(e, Exception) else OSError("the journal's last sync was interrupted")
+            raise
         self._file.write("".join(json_line(r) for r in self._pending).encode())
         self._file.flush()
         os.fsync(self._file.fileno())
@@ -221,7 +229,7 @@ class Journal:
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
             self.commit()  # finished clips are kept even when the build stops on an error or Ctrl-C
-        except OSError:
+        except Exception:
             if exc_type is None:
                 raise
             # the build is stopping already (full disk, Ctrl-C): its own error says why; these clips are redone

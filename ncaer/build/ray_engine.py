@@ -4,10 +4,13 @@ A clip goes through three stages, on whichever nodes Ray chooses:
 
 1. a decode task (one CPU) samples the clip's frames, trying its decoders in order;
 2. a detector actor detects the faces. There is one actor per GPU, each holding one
-   onnxruntime session (CUDA or TensorRT) and fed batches of frames from several
-   clips, at least GPU_BATCH per call, in one fixed letterboxed shape. Without GPUs,
-   CPU actors (one per CPU by default) take one clip per call;
+   onnxruntime session (CUDA or TensorRT) and fed the frames of as many clips as fit
+   in a batch of GPU_BATCH (padded to it), in one fixed letterboxed shape;
 3. a render-and-write task (one CPU) chooses the subject and writes the files.
+
+Without GPUs a task does all three for its clip, as a local worker does: the frames
+then never enter Ray's object store (`--detector-actors` runs the stages on CPU
+actors instead).
 
 The driver (this process) only schedules: it never touches frames. It yields one
 `Outcome` per clip, as the local pool does, and `engine` journals it, so resume,
@@ -41,6 +44,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ncaer.faces.base import GPU_BATCH
+from ncaer.faces.runtime import DetectorError
 
 from .clip import ClipJob, ClipResult, decode_clip, write_clip
 from .config import BuildConfig
@@ -50,9 +54,9 @@ from .pool import Outcome, WorkerInitError
 RAY_MISSING = 'the Ray engine needs Ray, which is not installed: pip install "ncaer[ray]"'
 PER_FRAME = 0.05  # seconds added to a decode deadline per frame of the clip, as in the local pool
 POLL = 0.05
-STARTUP_TIMEOUT = 900.0
+STARTUP_TIMEOUT = 900.0  # a detector actor's start: a first TensorRT engine build takes minutes
 SYNC_TIMEOUT = 300.0
-MAX_CALLS = 500  # a detector actor's start: a first TensorRT engine build takes minutes
+MAX_CALLS = 500  # clips a task worker runs before Ray replaces it (decord's memory grows), as locally
 
 
 def import_ray():
@@ -95,6 +99,8 @@ def connect(address: str | None) -> RayCluster:
             ray.init(address=address or "local", **kwargs)
             started = not address
         except (ConnectionError, RuntimeError, ValueError) as e:
+            if not address:
+                raise BuildError(f"Ray could not start on this machine: {e}") from e
             raise BuildError(f"cannot reach a Ray cluster at {address}: {e}. Start one with `ray start --head` "
                              "(see docs/build.md), or leave out --ray-address to run Ray on this machine") from e
     resources = ray.cluster_resources()
@@ -157,7 +163,11 @@ def _decode_task(config: BuildConfig, job: ClipJob, tmp_dir: str | None = None):
             result, decoded = decode_clip(config, job, lambda event, value: events.put((event, value)))
             info = None
             if tmp_dir is not None and decoded is not None:
-                detector, info = _worker_detector(config)
+                try:
+                    detector, info = _worker_detector(config)
+                except DetectorError as e:  # this node cannot detect: no clip is to blame, the build stops
+                    events.put(("fatal", f"the detector could not start on {socket.gethostname()}: {e}"))
+                    return
                 t = time.perf_counter()
                 dets = detector.detect(decoded.frames)
                 result.seconds["detect"] = time.perf_counter() - t
@@ -178,7 +188,7 @@ def _decode_task(config: BuildConfig, job: ClipJob, tmp_dir: str | None = None):
                 yield decoded
             return
         yield kind, value
-        if kind == "error":
+        if kind in ("error", "fatal"):
             return
 
 
@@ -271,6 +281,8 @@ class _Decoded:
     n_frames: int
     shape: tuple
     deadline: float = float("inf")  # for its detection and writing, once submitted
+    call: Any = None  # its detector call (the call's first return)
+    detect_ref: Any = None  # its own return of that call
 
 
 def check_nodes(ray, cluster: RayCluster, out: Path, probe: str) -> None:
@@ -329,7 +341,7 @@ def run_on_ray(
         raise BuildError(f"--detector-actors {n_actors}: a detector actor holds a GPU and the cluster has "
                          f"{cluster.gpus}")
     actor_class = ray.remote(DetectorActor).options(
-        num_gpus=1 if use_gpu else 0, num_cpus=0, max_restarts=1, max_task_retries=1,
+        num_gpus=1 if use_gpu else 0, num_cpus=0, max_restarts=3, max_task_retries=0,
         scheduling_strategy="SPREAD")
     actors: list = []
     # workers are replaced every MAX_CALLS clips, as local ones are: decord's memory grows
@@ -341,7 +353,7 @@ def run_on_ray(
 
     decoding: dict[Any, _Decoding] = {}
     waiting: list[_Decoded] = []  # decoded, not yet sent to a detector
-    calls: dict[Any, int] = {}  # a detector call (its first return) -> the actor's index
+    calls: dict[Any, tuple[int, float]] = {}  # a detector call (its first return) -> (actor index, deadline)
     writing: dict[Any, _Decoded] = {}  # a clip's write task, submitted with its detection call
     calls_in_flight = [0] * n_actors
     pending: list[tuple[ClipJob, tuple[str, ...]]] = [(job, ()) for job in reversed(jobs)]
@@ -423,6 +435,8 @@ def run_on_ray(
                 elif kind == "error":
                     del decoding[gen]
                     return Outcome(d.job, error=event[1].strip().splitlines()[-1], notes=d.notes)
+                elif kind == "fatal":
+                    raise WorkerInitError(event[1])
                 elif kind == "result":
                     d.deadline = float("inf")
                     _, result, n, _, node, info = event
@@ -433,6 +447,14 @@ def run_on_ray(
                             dirty_nodes.add(node)
                         return Outcome(d.job, result=result, notes=d.notes)
                     d.result = event
+
+        def detector_failed(c: _Decoded) -> bool:
+            """Whether the clip's detector call failed (its write task only passed that error on)."""
+            try:
+                ray.get(c.detect_ref, timeout=10)
+            except ray.exceptions.RayError:  # its exception, or its actor died (Ray restarts it)
+                return True
+            return False
 
         def send_batches(draining: bool) -> None:
             """Hand waiting clips to the least busy detector actors, grouped by frame shape."""
@@ -453,11 +475,11 @@ def run_on_ray(
                     refs = actors[free].detect.options(num_returns=len(batch)).remote(
                         *[c.frames_ref for c in batch])
                     refs = refs if isinstance(refs, list) else [refs]
-                    calls[refs[0]] = free  # a call's returns are ready together
+                    calls[refs[0]] = free, time.monotonic() + write_timeout  # a call's returns come together
                     calls_in_flight[free] += 1
                     for c, ref in zip(batch, refs):  # each write starts once its clip's faces are found
                         waiting.remove(c)
-                        c.deadline = time.monotonic() + write_timeout
+                        c.deadline, c.call, c.detect_ref = time.monotonic() + write_timeout, refs[0], ref
                         writing[write.remote(config, tmp_dir, detector_name, c.job, c.result, c.frames_ref,
                                              ref)] = c
 
@@ -489,8 +511,22 @@ def run_on_ray(
                                          f"{config.timeout:g} s; killed")
                     if outcome is not None:
                         outcomes.append(outcome)
-            for ref in [r for r in calls if r in ready]:
-                calls_in_flight[calls.pop(ref)] -= 1
+            for ref, (actor, deadline) in list(calls.items()):
+                if ref in ready:
+                    del calls[ref]
+                    calls_in_flight[actor] -= 1
+                elif now > deadline and ref in calls:  # a hung session: restart the actor, its clips to the rerun
+                    ray.kill(actors[actor], no_restart=False)
+                    stuck = {r for r, (a, _) in calls.items() if a == actor}
+                    for r in stuck:
+                        del calls[r]
+                    calls_in_flight[actor] = 0
+                    for w, c in list(writing.items()):
+                        if c.call in stuck:
+                            ray.cancel(w, force=True)
+                            del writing[w]
+                            outcomes.append(Outcome(c.job, error=f"the detector did not answer within "
+                                                    f"{write_timeout:g} s; restarted", notes=c.notes, retry=True))
             for ref, c in list(writing.items()):
                 if ref not in ready:
                     if now > c.deadline:  # a hung detector call or write (a stuck mount): left to the rerun
@@ -503,18 +539,14 @@ def run_on_ray(
                 try:
                     result, node = ray.get(ref)
                 except RayTaskError as e:
-                    if isinstance(e.cause, RayActorError):
-                        raise WorkerInitError(_actor_failure(e.cause)) from None
                     # the detector's failure fails every clip of its call: none of them is to blame for sure
-                    detector = "DetectorActor" in str(getattr(e, "function_name", ""))
+                    detector = detector_failed(c)
                     outcomes.append(Outcome(c.job, error=("detector: " if detector else "") + _last_line(e),
                                             notes=c.notes, retry=detector))
                     continue
-                except RayActorError as e:
-                    raise WorkerInitError(_actor_failure(e)) from None
-                except ray.exceptions.RayError as e:
-                    outcomes.append(Outcome(c.job, error=f"worker died ({type(e).__name__}) while writing",
-                                            notes=c.notes, retry=True))
+                except ray.exceptions.RayError as e:  # its worker, node or detector actor died
+                    outcomes.append(Outcome(c.job, error=f"worker died ({type(e).__name__}) while detecting or "
+                                            "writing", notes=c.notes, retry=True))
                     continue
                 dirty_nodes.add(node)
                 outcomes.append(Outcome(c.job, result=result, notes=c.notes))
