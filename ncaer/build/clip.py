@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import math
 import os
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -62,11 +63,15 @@ class WorkerState:
     def __init__(self, config: BuildConfig, tmp_dir: str):
         self.config = config
         self.tmp_dir = tmp_dir
-        self.detector: Detector = create_detector(
-            config.detector, config.detector_model, config.device, config.det_size, config.threshold
-        )
-        self.info = {"detector": self.detector.name, "provider": self.detector.provider,
-                     "model": self.detector.model_path, **self.detector.warm_up()}
+        self.detector, self.info = start_detector(config)
+
+
+def start_detector(config: BuildConfig) -> tuple[Detector, dict]:
+    """The build's detector, warmed up, and what the build report says of it (the same in every engine)."""
+    detector = create_detector(config.detector, config.detector_model, config.device, config.det_size,
+                               config.threshold)
+    return detector, {"detector": detector.name, "provider": detector.provider, "model": detector.model_path,
+                      "host": socket.gethostname(), **detector.warm_up()}
 
 
 def init_worker(config: BuildConfig, tmp_dir: str) -> WorkerState:
@@ -86,10 +91,16 @@ def process_clip(state: WorkerState, job: ClipJob, report: Report = lambda event
     result, decoded = decode_clip(state.config, job, report)
     if decoded is None:
         return result
-    t1 = time.perf_counter()
-    dets = state.detector.detect(decoded.frames)
-    result.seconds["detect"] = time.perf_counter() - t1
-    return write_clip(state.config, state.tmp_dir, state.detector.name, job, result, decoded, dets)
+    return detect_and_write(state.config, state.tmp_dir, state.detector, job, result, decoded)
+
+
+def detect_and_write(cfg: BuildConfig, tmp_dir: str, detector: Detector, job: ClipJob, result: ClipResult,
+                     decoded: Decoded) -> ClipResult:
+    """A decoded clip's faces detected in one call, then its files written."""
+    t = time.perf_counter()
+    dets = detector.detect(decoded.frames)
+    result.seconds["detect"] = time.perf_counter() - t
+    return write_clip(cfg, tmp_dir, detector.name, job, result, decoded, dets)
 
 
 def decode_clip(cfg: BuildConfig, job: ClipJob, report: Report = lambda event, value: None):

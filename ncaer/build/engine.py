@@ -105,7 +105,7 @@ def _clip_outcomes(config: BuildConfig, todo: list, out: Path, journal: Journal,
                 f"({'started on this machine' if cluster.started_here else cluster.address})")
         ray_engine.check_nodes(ray, cluster, out, todo[0].clip.source_path)
         dirty: set[str] = set()
-        own = ray.get_runtime_context().get_node_id()
+        own = ray_engine.node_id()
         journal.before_commit = lambda: ray_engine.sync_nodes(ray, str(out), dirty, own)
         try:
             with contextlib.closing(ray_engine.run_on_ray(todo, config, tmp_dir, cluster, on_ready,

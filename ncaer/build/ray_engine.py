@@ -46,7 +46,7 @@ from typing import Any, Callable, Iterator
 from ncaer.faces.base import GPU_BATCH
 from ncaer.faces.runtime import DetectorError
 
-from .clip import ClipJob, ClipResult, decode_clip, write_clip
+from .clip import ClipJob, ClipResult, decode_clip, detect_and_write, start_detector, write_clip
 from .config import BuildConfig
 from .journal import BuildError, sync_filesystem
 from .pool import Outcome, WorkerInitError
@@ -168,10 +168,7 @@ def _decode_task(config: BuildConfig, job: ClipJob, tmp_dir: str | None = None):
                 except DetectorError as e:  # this node cannot detect: no clip is to blame, the build stops
                     events.put(("fatal", f"the detector could not start on {socket.gethostname()}: {e}"))
                     return
-                t = time.perf_counter()
-                dets = detector.detect(decoded.frames)
-                result.seconds["detect"] = time.perf_counter() - t
-                result, decoded = write_clip(config, tmp_dir, detector.name, job, result, decoded, dets), None
+                result, decoded = detect_and_write(config, tmp_dir, detector, job, result, decoded), None
             events.put(("end", (result, decoded, info)))
         except Exception:  # noqa: BLE001 - a bug is reported for the clip, as a pool worker does
             events.put(("error", traceback.format_exc(limit=4)))
@@ -182,7 +179,7 @@ def _decode_task(config: BuildConfig, job: ClipJob, tmp_dir: str | None = None):
         if kind == "end":
             result, decoded, info = value
             if decoded is None:
-                yield "result", result, 0, None, _node_id(), info
+                yield "result", result, 0, None, node_id(), info
             else:
                 yield "result", result, len(decoded.frames), decoded.frames[0].shape, None, None
                 yield decoded
@@ -198,12 +195,7 @@ _DETECTORS: dict = {}  # a Ray worker's detector, kept between the whole-clip ta
 def _worker_detector(config: BuildConfig):
     key = (config.detector, config.detector_model, config.device, config.det_size, config.threshold)
     if key not in _DETECTORS:
-        from ncaer.faces.detectors import create_detector
-
-        detector = create_detector(*key)
-        _DETECTORS[key] = detector, {"detector": detector.name, "provider": detector.provider,
-                                     "model": detector.model_path, "host": socket.gethostname(),
-                                     **detector.warm_up()}
+        _DETECTORS[key] = start_detector(config)
     return _DETECTORS[key]
 
 
@@ -212,7 +204,8 @@ def _detector_probe(config: BuildConfig) -> dict:
     return _worker_detector(config)[1]
 
 
-def _node_id() -> str:
+def node_id() -> str:
+    """The Ray node this process runs on."""
     import ray
 
     return ray.get_runtime_context().get_node_id()
@@ -222,7 +215,7 @@ def _write_task(config: BuildConfig, tmp_dir: str, detector_name: str, job: Clip
                 decoded, detected) -> tuple[ClipResult, str]:
     dets, seconds = detected
     result.seconds["detect"] = seconds
-    return write_clip(config, tmp_dir, detector_name, job, result, decoded, dets), _node_id()
+    return write_clip(config, tmp_dir, detector_name, job, result, decoded, dets), node_id()
 
 
 def _sync_task(out: str) -> None:
@@ -237,12 +230,7 @@ class DetectorActor:
     """One detector session (per GPU, or per CPU) that detects the frames of several clips per call."""
 
     def __init__(self, config: BuildConfig):
-        from ncaer.faces.detectors import create_detector
-
-        self.detector = create_detector(config.detector, config.detector_model, config.device, config.det_size,
-                                        config.threshold)
-        self.info = {"detector": self.detector.name, "provider": self.detector.provider,
-                     "model": self.detector.model_path, "host": socket.gethostname(), **self.detector.warm_up()}
+        self.detector, self.info = start_detector(config)
 
     def describe(self) -> dict:
         return self.info
