@@ -1,0 +1,1 @@
+"""Who appears in a dataset: face identity embeddings and actor clusters across clips."""
