@@ -80,3 +80,60 @@ def test_components_link_through_the_clips_in_between():
     points = np.array([[0.0, 0], [0.5, 0], [1.0, 0], [5.0, 0]])
     assert list(identities(points, 0.6)) == [0, 0, 0, 1]
     assert pair_scores(np.array([0, 0, 1]), np.array([0, 0, 0])) == (1.0, pytest.approx(1 / 3))
+
+
+def portraits() -> list:
+    """The nine people as FacePhotos a generated clip can show (a margin around each face)."""
+    from ncaer.generated.videos import FacePhoto
+
+    out = []
+    for name, image, (x1, y1, x2, y2) in people():
+        w, h = x2 - x1, y2 - y1
+        cx1, cy1 = max(0, x1 - w // 2), max(0, y1 - h // 2)
+        cx2, cy2 = min(image.shape[1], x2 + w // 2), min(image.shape[0], y2 + h // 2)
+        out.append(FacePhoto(name, np.ascontiguousarray(image[cy1:cy2, cx1:cx2]),
+                             (x1 - cx1, y1 - cy1, x2 - cx1, y2 - cy1)))
+    return out
+
+
+def test_check_leakage_identity_finds_the_actors_shared_between_splits(tmp_path):
+    """Nine people in 15 clips: people 0 and 1 appear in train and test, 2 in train and val, the others in
+    one split each."""
+    import json
+
+    import pandas as pd
+    from click.testing import CliRunner
+
+    from ncaer.build.config import BuildConfig
+    from ncaer.build.engine import run_build
+    from ncaer.cli import main
+    from ncaer.generated.videos import Actor, make_clip
+
+    faces = portraits()
+    plan = [(p, "train") for p in range(6)] + [(0, "test"), (1, "test"), (2, "validation")] + \
+        [(p, "test") for p in (6, 7, 8)] + [(3, "train"), (4, "train"), (5, "train")]
+    truth = {}
+    for n, (person, split) in enumerate(plan):
+        (tmp_path / "c" / split / "Happy").mkdir(parents=True, exist_ok=True)
+        rel = f"{split}/Happy/{n:03d}.avi"
+        make_clip(tmp_path / "c" / rel, n_frames=20, size=(356, 200),
+                  actors=(Actor(faces[person], 90, (0.4, 0.5), (0.6, 0.5)),), seed=n)
+        truth[rel] = person
+    built = run_build(BuildConfig(videos=str(tmp_path / "c"), out=str(tmp_path / "b"), workers=2,
+                                  classes=("Happy",)))
+    got = CliRunner().invoke(main, ["check-leakage", str(tmp_path / "b"), "--out", str(tmp_path / "r"),
+                                    "--identity"])
+    assert got.exit_code == 1, got.output
+    clips = pd.read_csv(tmp_path / "r" / "identities.csv")
+    clips["person"] = clips["video_id"].map(
+        dict(zip(built.manifest["video_id"], built.manifest["source_path"].map(truth))))
+    # one identity per person, and the shared ones are people 0, 1 and 2 (train and test or val)
+    assert clips.groupby("person")["identity"].nunique().eq(1).all()
+    assert clips.groupby("identity")["person"].nunique().eq(1).all()
+    shared = set(clips.groupby("identity").filter(lambda g: g["split"].nunique() > 1)["person"])
+    assert shared == {0, 1, 2}
+    report = json.loads((tmp_path / "r" / "report.json").read_text())["identity"]
+    assert report["shared_identities"] == 3 and report["identities"] == 9
+    assert report["test_samples_with_an_actor_seen_in_train"] == 2 * 5
+    assert (tmp_path / "r" / "identities.png").is_file()
+    assert "ACTORS SHARED BETWEEN SPLITS" in got.output

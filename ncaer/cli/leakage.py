@@ -32,9 +32,15 @@ from .common import console, default_workers, out_console
                    "Source files are never moved or deleted.")
 @click.option("--sheet-pairs", default=24, show_default=True, type=click.IntRange(1),
               help="Pairs shown in leaks.png.")
+@click.option("--identity", is_flag=True,
+              help="Also check actors: cluster the clips' subjects by face identity (dlib, needs "
+                   "pip install \"ncaer[identity]\") and report identities seen in more than one split "
+                   "(identities.csv, identities.png). An ncaer build only (its manifest's face boxes).")
+@click.option("--identity-threshold", default=None, type=click.FloatRange(0, min_open=True),
+              help="Distance under which two clips' subjects are the same person [dlib: 0.5; see docs].")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 def check_leakage_cmd(dataset, out, threshold, dhash_threshold, region, embedding, weights, embedding_threshold,
-                      workers, fix_out, sheet_pairs, as_json):
+                      workers, fix_out, sheet_pairs, identity, identity_threshold, as_json):
     """Check a static dataset for train/test leakage and show where it is.
 
     DATASET is an `ncaer build` output (manifest.parquet), the NCAER-S release layout
@@ -68,11 +74,56 @@ def check_leakage_cmd(dataset, out, threshold, dhash_threshold, region, embeddin
         raise click.UsageError(str(e)) from e
     paths = write_report(report, out, sheet_pairs)
     removed = write_fix(report, fix_out) if fix_out else None
+    actors = _check_actors(dataset, out, identity_threshold) if identity else None
     if as_json:
-        click.echo(json.dumps(summary_dict(report), indent=2))
+        summary = summary_dict(report)
+        if actors is not None:
+            summary["identity"] = json.loads((out / "report.json").read_text())["identity"]
+        click.echo(json.dumps(summary, indent=2))
     else:
         _print_leak_summary(report, paths, fix_out, removed)
-    raise SystemExit(1 if report.leaked else 0)
+        if actors is not None:
+            _print_identity_summary(*actors)
+    raise SystemExit(1 if report.leaked or (actors is not None and actors[0].leaked) else 0)
+
+
+def _check_actors(dataset: Path, out: Path, threshold: float | None):
+    """The identity check on an ncaer build: embeddings, identities, report files."""
+    from rich.progress import Progress
+
+    from ncaer.dataset.manifest import read_manifest
+    from ncaer.identity.check import check_identities
+    from ncaer.identity.embed import DlibEmbedder, IdentityError
+    from ncaer.identity.report import write_identity_report
+
+    if not (dataset / "manifest.parquet").is_file():
+        raise click.UsageError(f"--identity needs an ncaer build (manifest.parquet with face boxes); "
+                               f"{dataset} has none")
+    try:
+        embedder = DlibEmbedder()
+    except IdentityError as e:
+        raise click.ClickException(str(e)) from e
+    manifest = read_manifest(dataset)
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("identity embeddings", total=int(manifest["has_face"].sum()))
+        report = check_identities(manifest, dataset, embedder, threshold or embedder.threshold,
+                                  on_progress=lambda done, total: bar.update(task, completed=done))
+    return report, write_identity_report(report, dataset, out)
+
+
+def _print_identity_summary(report, paths) -> None:
+    c = report.counts
+    table = Table(title=f"actors ({report.model}, distance < {report.threshold:g})")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key in ("clips", "identities", "shared_identities", "largest_identity_clips", "test_samples",
+                "test_samples_with_an_actor_seen_in_train"):
+        table.add_row(key.replace("_", " "), str(c[key]))
+    out_console.print(table)
+    out_console.print(f"identities: {paths['identities']}" + (f"; contact sheet: {paths['sheet']}"
+                                                              if paths["sheet"] else ""))
+    out_console.print("[red bold]ACTORS SHARED BETWEEN SPLITS[/]" if report.leaked
+                      else "[green bold]no actor in more than one split[/]")
 
 
 def _print_leak_summary(report, paths, fix_out, removed) -> None:
