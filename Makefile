@@ -10,7 +10,10 @@ BIN := $(VENV)/bin
 $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev,ray]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev,ray,identity]"
+	# the identity tests' photos of nine real people come in insightface's wheel; its declared onnxruntime
+	# would replace onnxruntime-gpu's, so it comes without dependencies (nothing of it is imported)
+	$(BIN)/pip install --quiet --no-deps "insightface==2.1"
 	touch $@
 
 install: $(VENV)/.installed
