@@ -96,9 +96,46 @@ def portraits() -> list:
     return out
 
 
-def test_check_leakage_identity_finds_the_actors_shared_between_splits(tmp_path):
-    """Nine people in 15 clips: people 0 and 1 appear in train and test, 2 in train and val, the others in
-    one split each."""
+# person, corpus split: people 0 and 1 in train and test, 2 in train and val, 6 in val and test, the others in
+# one split each; None: a clip with nobody in it
+CAST = [(p, "train") for p in range(6)] + [(0, "test"), (1, "test"), (2, "validation")] + \
+    [(p, "test") for p in (6, 7, 8)] + [(3, "train"), (4, "train"), (5, "train"), (6, "validation"), (None, "test")]
+SPLIT = {"train": "train", "validation": "val", "test": "test"}
+
+
+@pytest.fixture(scope="module")
+def actors_corpus(tmp_path_factory):
+    """The nine people in 19 generated clips (CAST); returns the corpus folder and each clip's person."""
+    from ncaer.generated.videos import Actor, make_clip
+
+    root = tmp_path_factory.mktemp("actors")
+    faces = portraits()
+    truth = {}
+    for n, (person, split) in enumerate(CAST):
+        (root / split / "Happy").mkdir(parents=True, exist_ok=True)
+        rel = f"{split}/Happy/{n:03d}.avi"
+        cast = () if person is None else (Actor(faces[person], 90, (0.4, 0.5), (0.6, 0.5)),)
+        make_clip(root / rel, n_frames=20, size=(356, 200), actors=cast, seed=n)
+        truth[rel] = person
+    return root, truth
+
+
+def expected_removals() -> tuple[dict[str, int], list[str]]:
+    """Clips the earliest-split rule removes when every person is one unit: per split, and which."""
+    order = {"train": 0, "val": 1, "test": 2}
+    first = {}
+    for person, split in CAST:
+        if person is not None:
+            first[person] = min(first.get(person, "test"), SPLIT[split], key=order.get)
+    removed, clips = {"train": 0, "val": 0, "test": 0}, []
+    for n, (person, split) in enumerate(CAST):
+        if person is not None and SPLIT[split] != first[person]:
+            removed[SPLIT[split]] += 1
+            clips.append(f"{split}/Happy/{n:03d}.avi")
+    return removed, sorted(clips)
+
+
+def test_check_leakage_identity_finds_the_actors_shared_between_splits(actors_corpus, tmp_path):
     import json
 
     import pandas as pd
@@ -107,33 +144,125 @@ def test_check_leakage_identity_finds_the_actors_shared_between_splits(tmp_path)
     from ncaer.build.config import BuildConfig
     from ncaer.build.engine import run_build
     from ncaer.cli import main
-    from ncaer.generated.videos import Actor, make_clip
 
-    faces = portraits()
-    plan = [(p, "train") for p in range(6)] + [(0, "test"), (1, "test"), (2, "validation")] + \
-        [(p, "test") for p in (6, 7, 8)] + [(3, "train"), (4, "train"), (5, "train")]
-    truth = {}
-    for n, (person, split) in enumerate(plan):
-        (tmp_path / "c" / split / "Happy").mkdir(parents=True, exist_ok=True)
-        rel = f"{split}/Happy/{n:03d}.avi"
-        make_clip(tmp_path / "c" / rel, n_frames=20, size=(356, 200),
-                  actors=(Actor(faces[person], 90, (0.4, 0.5), (0.6, 0.5)),), seed=n)
-        truth[rel] = person
-    built = run_build(BuildConfig(videos=str(tmp_path / "c"), out=str(tmp_path / "b"), workers=2,
-                                  classes=("Happy",)))
+    corpus, truth = actors_corpus
+    built = run_build(BuildConfig(videos=str(corpus), out=str(tmp_path / "b"), workers=2, classes=("Happy",)))
     got = CliRunner().invoke(main, ["check-leakage", str(tmp_path / "b"), "--out", str(tmp_path / "r"),
                                     "--identity"])
     assert got.exit_code == 1, got.output
     clips = pd.read_csv(tmp_path / "r" / "identities.csv")
     clips["person"] = clips["video_id"].map(
         dict(zip(built.manifest["video_id"], built.manifest["source_path"].map(truth))))
-    # one identity per person, and the shared ones are people 0, 1 and 2 (train and test or val)
+    # one identity per person, and the shared ones are people 0, 1, 2 and 6
     assert clips.groupby("person")["identity"].nunique().eq(1).all()
     assert clips.groupby("identity")["person"].nunique().eq(1).all()
     shared = set(clips.groupby("identity").filter(lambda g: g["split"].nunique() > 1)["person"])
-    assert shared == {0, 1, 2}
+    assert shared == {0, 1, 2, 6}
     report = json.loads((tmp_path / "r" / "report.json").read_text())["identity"]
-    assert report["shared_identities"] == 3 and report["identities"] == 9
+    assert report["shared_identities"] == 4 and report["identities"] == 9
     assert report["test_samples_with_an_actor_seen_in_train"] == 2 * 5
     assert (tmp_path / "r" / "identities.png").is_file()
     assert "ACTORS SHARED BETWEEN SPLITS" in got.output
+
+
+def identity_build(corpus, out, **options):
+    from ncaer.build.config import BuildConfig
+    from ncaer.build.engine import run_build
+
+    return run_build(BuildConfig(videos=str(corpus), out=str(out), classes=("Happy",), group_by="identity",
+                                 **{"workers": 2, **options}))
+
+
+def test_group_by_identity_makes_the_splits_actor_disjoint(actors_corpus, tmp_path):
+    import json
+
+    import pandas as pd
+    from click.testing import CliRunner
+
+    from ncaer.cli import main
+
+    corpus, truth = actors_corpus
+    built = identity_build(corpus, tmp_path / "b")
+    m = built.manifest
+    m["person"] = m["source_path"].map(truth)
+    faces = m[m["person"].notna()]
+    # no person in two splits, each person one split unit, every unit in one split
+    assert faces.groupby("person")["split"].nunique().eq(1).all()
+    assert faces.groupby("person")["group"].nunique().eq(1).all()
+    assert m.groupby("group")["split"].nunique().eq(1).all()
+    # exactly the clips of a later split than the person's first are gone; the empty clip stays
+    summary = built.summary["identity"]
+    per_split, clips = expected_removals()
+    assert summary["clips_removed"] == per_split == {"train": 0, "val": 1, "test": 3}
+    assert summary["clips_moved"] == {"train": 0, "val": 0, "test": 0}
+    assert summary["identities"] == 9 and summary["largest_identity"]["clips"] == 2
+    assert built.summary["counts"]["clips_removed_for_actor_disjointness"] == 4
+    assert m["source_path"].nunique() == len(CAST) - 4 and (m["person"].isna()).sum() == 5
+    # the removed clips are named with the reason, and their files are gone
+    removed = built.failures[built.failures["reason"].str.contains("the same person")]
+    assert sorted(removed["source_path"]) == clips
+    assert not list((tmp_path / "b" / "images" / "test" / "Happy").glob("006_*"))
+    assert len(list((tmp_path / "b" / "images").rglob("*.jpg"))) == len(m)
+    table = pd.read_csv(tmp_path / "b" / "identities.csv")
+    assert (~table["kept"]).sum() == 4 and table["identity"].notna().sum() == len(CAST) - 1
+    # the check agrees: nobody is in two splits
+    got = CliRunner().invoke(main, ["check-leakage", str(tmp_path / "b"), "--out", str(tmp_path / "r"),
+                                    "--identity"])
+    assert json.loads((tmp_path / "r" / "report.json").read_text())["identity"]["shared_identities"] == 0, got.output
+
+
+def test_group_by_identity_rerun_redoes_nothing_and_a_returning_clip_is_rebuilt(actors_corpus, tmp_path):
+    import shutil
+
+    corpus, truth = actors_corpus
+    first = identity_build(corpus, tmp_path / "b")
+    again = identity_build(corpus, tmp_path / "b")
+    assert again.summary["counts"]["clips_resumed"] == len(CAST)
+    assert again.summary["timings"]["clips_processed_this_run"] == 0
+    assert again.manifest.equals(first.manifest)
+    # person 0's train clip leaves the corpus: its test clip, removed and deleted before, is now kept
+    copy = tmp_path / "c"
+    shutil.copytree(corpus, copy)
+    (copy / "train" / "Happy" / "000.avi").unlink()
+    identity_build(copy, tmp_path / "b2")
+    shutil.copytree(tmp_path / "b2", tmp_path / "b3")
+    (copy / "train" / "Happy" / "000.avi").write_bytes((corpus / "train" / "Happy" / "000.avi").read_bytes())
+    identity_build(copy, tmp_path / "b3")  # put back: person 0's test clip is removed (withdrawn) again
+    (copy / "train" / "Happy" / "000.avi").unlink()
+    back = identity_build(copy, tmp_path / "b3")
+    assert back.summary["counts"]["clips_to_retry"] == 1
+    assert "test/Happy/006.avi" not in set(back.manifest["source_path"])
+    rebuilt = identity_build(copy, tmp_path / "b3")
+    assert rebuilt.summary["timings"]["clips_processed_this_run"] == 1
+    assert rebuilt.manifest.equals(identity_build(copy, tmp_path / "b2").manifest)
+
+
+def test_identity_units_join_videos_groups_and_people_transitively():
+    from ncaer.build.actors import Subject, split_by_actor
+
+    a, b = [0.0, 0.0], [10.0, 0.0]
+    subjects = [
+        Subject("t/1", "train", "show-x", 5, a),  # person a in train
+        Subject("s/2", "test", "show-y", 5, a),  # person a again, in another show's test clip
+        Subject("s/3", "test", "show-y", 5, b),  # person b shares show-y with it: the same unit
+        Subject("s/4", "test", "show-y", 5, None),  # nobody's face, but show-y's
+        Subject("s/5", "test", "s/5", 4, None),  # nobody's face, its own unit
+        Subject("v/6", "val", "v/6", 5, b),  # person b in val: joins the train unit through s/3
+    ]
+    split = split_by_actor(subjects, 0.5, "test-model")
+    assert set(split.removed) == {"s/2", "s/3", "s/4", "v/6"}
+    assert len({split.unit[k] for k in ("t/1", "s/2", "s/3", "s/4", "v/6")}) == 1
+    assert split.unit["s/5"] == "s/5" and split.unit["t/1"] == "actor-0000"
+    assert split.summary["clips_removed"] == {"train": 0, "val": 1, "test": 3}
+    assert split.summary["samples_removed"] == {"train": 0, "val": 5, "test": 15}
+    assert split.summary["largest_identity"] == {"clips": 2, "per_split": {"train": 1, "val": 0, "test": 1}}
+
+
+def test_actor_verification_names_an_identity_in_two_splits():
+    from ncaer.build.actors import Subject, verify_actor_disjoint
+    from ncaer.build.units import LeakageError
+
+    kept = [Subject("a", "train", "a", 5, [0.0, 0.0]), Subject("b", "test", "b", 5, [0.1, 0.0])]
+    verify_actor_disjoint(kept[:1] + [Subject("b", "test", "b", 5, [3.0, 0.0])], 0.5)
+    with pytest.raises(LeakageError, match="identity 0 in test, train"):
+        verify_actor_disjoint(kept, 0.5)

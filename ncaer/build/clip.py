@@ -17,6 +17,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+import cv2
+import numpy as np
+
 from ncaer.atomic import write_bytes
 from ncaer.faces.base import Detector
 from ncaer.faces.detectors import create_detector
@@ -53,6 +56,7 @@ class ClipResult:
     frames_decoded: int = 0
     no_face: int = 0
     seconds: dict[str, float] = field(default_factory=lambda: {"decode": 0.0, "detect": 0.0, "write": 0.0})
+    subject: list[float] | None = None  # --group-by identity: mean identity embedding of the written faces
     retry: str = ""  # why the machine, not the file, failed this clip: not final, the next run retries it
     stop: str = ""  # why the output cannot be written: the build must stop
 
@@ -64,6 +68,10 @@ class WorkerState:
         self.config = config
         self.tmp_dir = tmp_dir
         self.detector, self.info = start_detector(config)
+        if config.by_identity:  # a model that cannot load stops the build here, not at each clip
+            from ncaer.identity.embed import load_embedder
+
+            load_embedder(config.identity_model)
 
 
 def start_detector(config: BuildConfig) -> tuple[Detector, dict]:
@@ -153,6 +161,7 @@ def write_clip(cfg: BuildConfig, tmp_dir: str, detector_name: str, job: ClipJob,
     height, width = frames[0].shape[:2]
     t2 = time.perf_counter()
     subject = choose_subject(dets)
+    faces = []  # (JPEG as written, box) of each face, for --group-by identity
     for pick, frame, frame_dets, row_index in zip(picks, frames, dets, subject):
         det = frame_dets[row_index] if row_index is not None else None
         box = pixel_box(det, width, height) if det is not None else None
@@ -161,7 +170,7 @@ def write_clip(cfg: BuildConfig, tmp_dir: str, detector_name: str, job: ClipJob,
             if cfg.no_face == "drop":
                 continue
         try:
-            row = _write_sample(cfg, tmp_dir, detector_name, job, pick, frame, box, det)
+            jpeg, row = _write_sample(cfg, tmp_dir, detector_name, job, pick, frame, box, det)
         except OSError as e:
             if e.errno == errno.ENAMETOOLONG:  # the clip's own name is at fault: final
                 result.problems.append(f"cannot write its files: {e.strerror}")
@@ -172,21 +181,45 @@ def write_clip(cfg: BuildConfig, tmp_dir: str, detector_name: str, job: ClipJob,
         row.update(n_segments=n_segments, n_frames=info.n_frames, fps=round(info.fps, 4), n_faces=len(frame_dets),
                    decoder=result.decoder)
         result.rows.append(row)
+        if box is not None:
+            faces.append((jpeg, box))
     result.seconds["write"] = time.perf_counter() - t2
+    if cfg.by_identity and faces:
+        t3 = time.perf_counter()
+        result.subject = _subject(cfg.identity_model, faces, result)
+        result.seconds["identity"] = time.perf_counter() - t3
     result.used = bool(result.rows)
     if not result.used:
         result.problems.append("no face found in any sampled frame (--no-face drop)")
     return result
 
 
-def _write_sample(cfg: BuildConfig, tmp_dir: str, detector_name: str, job: ClipJob, pick, frame, box, det) -> dict:
-    """Write the sample's four files; return its manifest row (clip-level fields added by the caller)."""
+def _subject(model: str, faces: list[tuple[bytes, tuple]], result: ClipResult) -> list[float] | None:
+    """The clip's subject: the mean identity embedding of its faces, read back from the JPEG as written so
+    that `check-leakage --identity` on the build sees the same pixels. None when the model fails on it."""
+    from ncaer.identity.embed import load_embedder
+
+    embedder = load_embedder(model)
+    try:
+        vectors = [embedder.embed(cv2.cvtColor(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR),
+                                               cv2.COLOR_BGR2RGB), box) for jpeg, box in faces]
+    except Exception as e:  # noqa: BLE001 - the model's failure on this face is the clip's problem, reported
+        result.problems.append(f"identity embedding failed: {e}")
+        return None
+    return [float(v) for v in np.mean(vectors, axis=0, dtype=np.float32)]
+
+
+def _write_sample(cfg: BuildConfig, tmp_dir: str, detector_name: str, job: ClipJob, pick, frame, box,
+                  det) -> tuple[bytes, dict]:
+    """Write the sample's four files; return the full frame's JPEG and the sample's manifest row (clip-level
+    fields added by the caller)."""
     out = cfg.out
     clip = job.clip
     sample_id = f"{clip.split}/{clip.label}/{job.clip_name}_{pick.segment}"
     image_path, crop_path = f"images/{sample_id}.jpg", f"crop/{sample_id}.txt"
     face_path, context_path = f"faces/{sample_id}.jpg", f"context/{sample_id}.jpg"
-    write_bytes(os.path.join(out, image_path), encode_jpeg(frame, cfg.jpeg_quality), tmp_dir)
+    jpeg = encode_jpeg(frame, cfg.jpeg_quality)
+    write_bytes(os.path.join(out, image_path), jpeg, tmp_dir)
     write_bytes(os.path.join(out, context_path), encode_jpeg(mask_face(frame, box, cfg.mask), cfg.jpeg_quality),
                  tmp_dir)
     if box is not None:
@@ -196,7 +229,7 @@ def _write_sample(cfg: BuildConfig, tmp_dir: str, detector_name: str, job: ClipJ
     crop_text = "{},{},{},{}\n".format(*box) if box is not None else ""
     write_bytes(os.path.join(out, crop_path), crop_text.encode(), tmp_dir)
     height, width = frame.shape[:2]
-    return {
+    return jpeg, {
         "sample_id": sample_id,
         "split": clip.split,
         "label": clip.label,

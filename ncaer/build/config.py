@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, fields
 
 import ncaer
 
+GROUP_BY_IDENTITY = "identity"  # --group-by identity: clips of one person are one split unit (build.actors)
+
 
 @dataclass(frozen=True)
 class BuildConfig:
@@ -27,6 +29,8 @@ class BuildConfig:
     jpeg_quality: int = 95
     decoder: str = "decord"
     group_by: str | None = None
+    identity_model: str = "dlib"  # --group-by identity: dlib, or an insightface pack / ArcFace .onnx
+    identity_threshold: float | None = None  # None: the model's default
     classes: tuple[str, ...] | None = None
     workers: int = 2
     timeout: float = 30.0  # seconds a clip may spend decoding before the fallback decoder takes over
@@ -53,6 +57,14 @@ class BuildConfig:
             raise ValueError("--engine must be local or ray")
         if self.engine != "ray" and (self.ray_address or self.detector_actors):
             raise ValueError("--ray-address and --detector-actors are options of --engine ray")
+        if self.group_by != GROUP_BY_IDENTITY and (self.identity_model != "dlib" or self.identity_threshold):
+            raise ValueError("--identity-model and --identity-threshold are options of --group-by identity")
+        if self.identity_threshold is not None and self.identity_threshold <= 0:
+            raise ValueError("--identity-threshold must be positive")
+
+    @property
+    def by_identity(self) -> bool:
+        return self.group_by == GROUP_BY_IDENTITY
 
     def to_dict(self) -> dict:
         d = asdict(self)

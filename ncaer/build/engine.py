@@ -32,7 +32,9 @@ from ncaer.dataset.layout import SPLITS
 from ncaer.dataset.manifest import FILE_COLUMNS, to_frame, write_manifest
 from ncaer.faces.base import GPU_BATCH
 from ncaer.faces.runtime import CPU
+from ncaer.identity.embed import IdentityError, load_embedder
 
+from .actors import ActorSplit, Subject, split_by_actor, verify_actor_disjoint
 from .clip import init_worker, process_clip
 from .config import BuildConfig
 from .journal import (
@@ -63,10 +65,11 @@ class BuildResult:
     worker_info: dict = field(default_factory=dict)
 
 
-def _failures(plan: Plan, records: list[dict], retry: dict[str, list[str]]) -> pd.DataFrame:
+def _failures(plan: Plan, records: list[dict], retry: dict[str, list[str]], removed: dict[str, str]) -> pd.DataFrame:
     rows = [(r.path, r.split, r.label, "scan", r.reason, "skipped") for r in plan.rejected]
     rows += [(c.clip.rel_path, c.clip.split, c.clip.label, "split", c.reason, "skipped") for c in plan.conflicts]
     by_key = {j.clip.rel_path: j.clip for j in plan.jobs}
+    rows += [(key, by_key[key].split, by_key[key].label, "split", reason, "skipped") for key, reason in removed.items()]
     for key, problems in retry.items():
         clip = by_key[key]
         rows += [(clip.rel_path, clip.split, clip.label, "clip", problem, "retry") for problem in problems]
@@ -103,7 +106,8 @@ def _clip_outcomes(config: BuildConfig, todo: list, out: Path, journal: Journal,
         engine_info.update(cluster.describe())
         on_note(f"Ray: {len(cluster.nodes)} node(s), {cluster.cpus} CPUs, {cluster.gpus} GPUs "
                 f"({'started on this machine' if cluster.started_here else cluster.address})")
-        ray_engine.check_nodes(ray, cluster, out, todo[0].clip.source_path)
+        ray_engine.check_nodes(ray, cluster, out, todo[0].clip.source_path,
+                               config.identity_model if config.by_identity else None)
         dirty: set[str] = set()
         own = ray_engine.node_id()
         journal.before_commit = lambda: ray_engine.sync_nodes(ray, str(out), dirty, own)
@@ -119,6 +123,33 @@ def _clip_outcomes(config: BuildConfig, todo: list, out: Path, journal: Journal,
     finally:
         journal.before_commit = None
         ray_engine.disconnect(cluster)
+
+
+def _split_by_actor(config: BuildConfig, out: Path, journal: Journal, plan: Plan, records: list[dict],
+                    retry: dict[str, list[str]]) -> ActorSplit:
+    """--group-by identity, once every clip is done: identity units, and the clips of later splits removed.
+
+    A removed clip keeps its journal record, marked withdrawn before its files are deleted, so a rerun does
+    not redo it. Only a changed corpus can bring a withdrawn clip back (adding clips only merges units, which
+    removes more); its record is then dropped and the clip left to the rerun, since its files are gone."""
+    embedder = load_embedder(config.identity_model)
+    by_key = {j.clip.rel_path: j.clip for j in plan.jobs}
+    used = [r for r in records if r["used"]]
+    subjects = [Subject(r["key"], by_key[r["key"]].split, by_key[r["key"]].group, len(r["rows"]), r.get("subject"))
+                for r in used]
+    actors = split_by_actor(subjects, config.identity_threshold or embedder.threshold, embedder.name)
+    for r in used:
+        if r["key"] in actors.removed and not r.get("withdrawn"):
+            journal.add(dict(r, withdrawn=actors.removed[r["key"]]))
+        elif r["key"] not in actors.removed and r.get("withdrawn"):
+            journal.forget(r["key"])
+            retry[r["key"]] = ["left out by --group-by identity in an earlier run and now kept (the corpus changed); "
+                               "its files were deleted: run the same command again to build it"]
+    journal.commit()  # withdrawn before deleted: a build killed in between deletes them again on the rerun
+    for r in used:
+        if r["key"] in actors.removed:
+            _remove_files(out, r)
+    return actors
 
 
 def _remove_files(out: Path, record: dict) -> None:
@@ -155,6 +186,11 @@ def run_build(
         fatal = [r for r in plan.rejected if r.reason not in ("junk file",)]
         if fatal:
             raise BuildError(f"--strict: {len(fatal)} unusable input(s), first: {fatal[0].path}: {fatal[0].reason}")
+    if config.by_identity:  # before any clip: a model that cannot load would fail every one
+        try:
+            load_embedder(config.identity_model)
+        except IdentityError as e:
+            raise BuildError(str(e)) from e
     out = Path(config.out)
     try:
         check_out(out, overwrite)
@@ -203,37 +239,45 @@ def _locked_build(config: BuildConfig, overwrite: bool, plan: Plan, on_progress,
         worker_info.update(info)
 
     jobs_started = time.time()
-    with journal, _clip_outcomes(config, todo, out, journal, on_ready, on_note, engine_info) as outcomes:
-        for outcome in outcomes:
-            res = outcome.result
-            record = record_of(outcome)
-            if res is not None and res.stop:
-                raise BuildError(f"{res.stop}. The build stopped: free space (or fix the output folder) and run "
-                                 "the same command again; it goes on from the clips recorded so far")
-            progress["done"] += 1
-            if outcome.retry or (res is not None and res.retry):
-                retry[record["key"]] = record["problems"]
-                progress["failed"] += 1
-            else:
-                journal.add(record)
-                stage_seconds.update(record["seconds"])
-                frames_this_run += len(record["rows"])
-                progress["frames"] = frames_this_run
-                progress["failed"] += 0 if record["used"] else 1
-            if on_progress:
-                on_progress(progress)
-            if config.strict and not record["used"]:
-                raise BuildError(f"--strict: {record['key']}: {'; '.join(record['problems'])}")
-    jobs_seconds = time.time() - jobs_started
-
-    records = [journal.records[j.clip.rel_path] for j in plan.jobs if j.clip.rel_path in journal.records]
-    manifest = to_frame([row for rec in records for row in rec["rows"]])
+    with journal:
+        with _clip_outcomes(config, todo, out, journal, on_ready, on_note, engine_info) as outcomes:
+            for outcome in outcomes:
+                res = outcome.result
+                record = record_of(outcome)
+                if res is not None and res.stop:
+                    raise BuildError(f"{res.stop}. The build stopped: free space (or fix the output folder) and run "
+                                     "the same command again; it goes on from the clips recorded so far")
+                progress["done"] += 1
+                if outcome.retry or (res is not None and res.retry):
+                    retry[record["key"]] = record["problems"]
+                    progress["failed"] += 1
+                else:
+                    journal.add(record)
+                    stage_seconds.update(record["seconds"])
+                    frames_this_run += len(record["rows"])
+                    progress["frames"] = frames_this_run
+                    progress["failed"] += 0 if record["used"] else 1
+                if on_progress:
+                    on_progress(progress)
+                if config.strict and not record["used"]:
+                    raise BuildError(f"--strict: {record['key']}: {'; '.join(record['problems'])}")
+        jobs_seconds = time.time() - jobs_started
+        records = [journal.records[j.clip.rel_path] for j in plan.jobs if j.clip.rel_path in journal.records]
+        actors = _split_by_actor(config, out, journal, plan, records, retry) if config.by_identity else None
+    removed = actors.removed if actors else {}
+    records = [r for r in records if r["key"] not in removed and r["key"] not in retry]
+    manifest = to_frame([dict(row, group=actors.unit[rec["key"]]) if actors else row
+                         for rec in records for row in rec["rows"]])
     if manifest.empty:
         raise BuildError(f"no sample was produced from {len(plan.jobs)} clip(s); see {out / 'failures.csv'}"
                          if not retry else f"no sample was produced; {len(retry)} clip(s) failed for reasons of "
                          "the machine (timeouts, memory) and are retried by running the same command again")
     verify_disjoint(manifest)
-    failures = _failures(plan, records, retry)
+    if actors:
+        verify_actor_disjoint([s for s in actors.subjects if s.key not in removed and s.key not in retry],
+                              actors.summary["threshold"])
+        write_csv(actors.clips(), out / "identities.csv")
+    failures = _failures(plan, records, retry, removed)
     write_manifest(manifest, out)
     write_csv(failures, out / "failures.csv")
 
@@ -259,6 +303,7 @@ def _locked_build(config: BuildConfig, overwrite: bool, plan: Plan, on_progress,
             "clips_left_out_by_limit": plan.limited_out,
             "inputs_rejected": len(plan.rejected),
             "clips_removed_for_disjointness": len(plan.conflicts),
+            "clips_removed_for_actor_disjointness": len(removed),
             "samples": len(manifest),
             "samples_without_face": int((~manifest["has_face"]).sum()) if len(manifest) else 0,
             "frames_without_face_dropped": sum(r["no_face"] for r in records) if config.no_face == "drop" else 0,
@@ -275,7 +320,9 @@ def _locked_build(config: BuildConfig, overwrite: bool, plan: Plan, on_progress,
             "worker_seconds": {k: round(v, 3) for k, v in stage_seconds.items()},
         },
         "engine": engine_info,
-        "disjointness": "verified: every video_id and group lies in one split",
+        "disjointness": "verified: every video_id and group lies in one split"
+                        + (", and every identity among the kept clips" if actors else ""),
+        **({"identity": actors.summary} if actors else {}),
         "journal_repairs": journal.repairs,
     }
     write_text(json.dumps(summary, indent=2) + "\n", out / "build.json")

@@ -189,7 +189,10 @@ class Journal:
             if not isinstance(record, dict) or not isinstance(record.get("key"), str):
                 self.repairs.append(f"journal line {n}: not a clip record (skipped; the clip is redone)")
                 continue
-            self.records[record["key"]] = record
+            if record.get("forget"):
+                self.records.pop(record["key"], None)
+            else:
+                self.records[record["key"]] = record
 
     def __enter__(self) -> Journal:
         self._file = open(self.path, "ab")
@@ -201,6 +204,12 @@ class Journal:
         self._pending.append(record)
         if time.monotonic() - self._last_commit >= COMMIT_EVERY_S:
             self.commit()
+
+    def forget(self, key: str) -> None:
+        """Drop a clip's record (the next run redoes the clip); the tombstone reaches the journal at the next
+        commit."""
+        self.records.pop(key, None)
+        self._pending.append({"key": key, "forget": True})
 
     def commit(self) -> None:
         """Sync the clips' files, then append and sync their records.
@@ -260,6 +269,7 @@ def record_of(outcome: Outcome) -> dict:
         "frames_decoded": res.frames_decoded if res else 0,
         "no_face": res.no_face if res else 0,
         "seconds": res.seconds if res else {},
+        "subject": res.subject if res else None,
     }
 
 
@@ -270,5 +280,6 @@ def json_line(record: dict) -> str:
             return None
         return v
 
-    record = dict(record, rows=[{k: clean(v) for k, v in r.items()} for r in record["rows"]])
+    if "rows" in record:
+        record = dict(record, rows=[{k: clean(v) for k, v in r.items()} for r in record["rows"]])
     return json.dumps(record, allow_nan=False) + "\n"

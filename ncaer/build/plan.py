@@ -44,7 +44,8 @@ def _interleave(jobs: list[ClipJob], limit: int) -> list[ClipJob]:
 def plan_build(config: BuildConfig) -> Plan:
     """Scan the corpus and decide which clips go where, without decoding anything."""
     corpus = scan(config.videos, config.classes)
-    clips, group_warnings = assign_groups(corpus, config.group_by)
+    # identity units are known only once faces are found (build.actors); until then the unit is the video
+    clips, group_warnings = assign_groups(corpus, None if config.by_identity else config.group_by)
     rejected = list(corpus.rejected)
     prints = {}
     readable: list[Clip] = []

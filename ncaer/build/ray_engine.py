@@ -128,8 +128,9 @@ def disconnect(cluster: RayCluster) -> None:
 
 # ---- tasks and actors (module functions: Ray ships them to workers by reference to this module)
 
-def _node_view(out: str, token_name: str, token: str, probe: str) -> dict:
-    """What one node sees of the build's folders: the driver's token in --out, a clip of the corpus."""
+def _node_view(out: str, token_name: str, token: str, probe: str, identity_model: str | None) -> dict:
+    """What one node sees of the build's folders (the driver's token in --out, a clip of the corpus) and
+    whether it can load the identity model of --group-by identity."""
     import ncaer
 
     view = {"host": socket.gethostname(), "ncaer": ncaer.__version__, "problems": []}
@@ -147,6 +148,13 @@ def _node_view(out: str, token_name: str, token: str, probe: str) -> dict:
         view["problems"].append(f"cannot write in {out} ({e.strerror or e})")
     if not os.access(probe, os.R_OK):
         view["problems"].append(f"cannot read the corpus file {probe}")
+    if identity_model:
+        from ncaer.identity.embed import IdentityError, load_embedder
+
+        try:
+            load_embedder(identity_model)
+        except IdentityError as e:
+            view["problems"].append(str(e))
     return view
 
 
@@ -273,8 +281,9 @@ class _Decoded:
     detect_ref: Any = None  # its own return of that call
 
 
-def check_nodes(ray, cluster: RayCluster, out: Path, probe: str) -> None:
-    """Every node must see --out and the corpus at the same paths, and run this ncaer version."""
+def check_nodes(ray, cluster: RayCluster, out: Path, probe: str, identity_model: str | None = None) -> None:
+    """Every node must see --out and the corpus at the same paths, run this ncaer version and load the
+    identity model where one is used."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     import ncaer
@@ -285,7 +294,7 @@ def check_nodes(ray, cluster: RayCluster, out: Path, probe: str) -> None:
     try:
         view = ray.remote(_node_view)
         refs = {n["NodeID"]: view.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
-            n["NodeID"], soft=False)).remote(str(out), token_name, token, probe) for n in cluster.nodes
+            n["NodeID"], soft=False)).remote(str(out), token_name, token, probe, identity_model) for n in cluster.nodes
             if n.get("Resources", {}).get("CPU", 0) > 0}
         problems = []
         for node_id, ref in refs.items():
@@ -302,7 +311,7 @@ def check_nodes(ray, cluster: RayCluster, out: Path, probe: str) -> None:
         (out / token_name).unlink(missing_ok=True)
     if problems:
         raise BuildError("every node of the Ray cluster must see --out and --videos at the same paths (a shared "
-                         "filesystem) and run the same ncaer version:\n  " + "\n  ".join(problems))
+                         "filesystem), run the same ncaer version and have its extras:\n  " + "\n  ".join(problems))
 
 
 def run_on_ray(

@@ -41,8 +41,15 @@ from .common import console, default_workers, out_console
 @click.option("--decoder", default="decord", show_default=True, type=click.Choice(["decord", "pyav"]),
               help="First decoder to try; the other is the fallback when it fails or stalls.")
 @click.option("--group-by", default=None,
-              help="Widen the split unit: a CSV column name, or a regex on the corpus-relative path "
-                   "(first capture group, else the match).")
+              help="Widen the split unit: a CSV column name, a regex on the corpus-relative path (first capture "
+                   "group, else the match), or 'identity': the clips of one person are one unit, so the splits "
+                   "become actor-disjoint (needs pip install \"ncaer[identity]\"; docs/build.md).")
+@click.option("--identity-model", default="dlib", show_default=True,
+              help="--group-by identity: dlib (ships with the extra), or ArcFace: an insightface model pack "
+                   "directory, a pack name under ~/.insightface/models, or its recognition .onnx.")
+@click.option("--identity-threshold", default=None, type=click.FloatRange(0, min_open=True),
+              help="--group-by identity: embedding distance under which two clips show the same person "
+                   "[dlib 0.5, ArcFace 1.0; docs/build.md].")
 @click.option("--classes", default=None,
               help="Comma-separated class names in label-id order [CAER's seven, or the CSV's labels sorted].")
 @click.option("--workers", default=default_workers, show_default="CPU count", type=click.IntRange(0),
@@ -83,6 +90,8 @@ def build(videos, out, dry_run, overwrite, classes, **options):
 
     class_tuple = tuple(c.strip() for c in classes.split(",")) if classes else None
     try:
+        if options["identity_model"] != "dlib" and Path(options["identity_model"]).exists():
+            options["identity_model"] = str(Path(options["identity_model"]).resolve())  # workers run elsewhere
         config = BuildConfig(videos=str(videos.resolve()), out=str(out.resolve()), classes=class_tuple, **options)
         plan = plan_build(config)
     except (CorpusError, ValueError) as e:
@@ -170,6 +179,8 @@ def _print_summary(result) -> None:
     if timing["clips_per_s"]:
         out_console.print(f"{timing['clips_processed_this_run']} clips in {timing['clips_s']:.1f} s: "
                           f"{timing['clips_per_s']:.1f} clips/s, {timing['samples_per_s']:.0f} samples/s")
+    if "identity" in s:
+        _print_identity_cost(s["identity"], result.out)
     out_console.print(f"[green]splits disjoint (verified)[/]; manifest: {result.out / 'manifest.parquet'}")
     for repair in s["journal_repairs"]:
         console.print(f"[yellow]{repair}")
@@ -177,3 +188,20 @@ def _print_summary(result) -> None:
         console.print(f"[yellow]{counts['clips_to_retry']} clip(s) failed because of the machine, not the file "
                       "(a decoder past its deadline, out of memory): they are not in this manifest. Run the same "
                       "command again to retry them (failures.csv, outcome 'retry')")
+
+
+def _print_identity_cost(identity: dict, out) -> None:
+    """What actor-disjointness cost: clips per split before, removed, kept."""
+    table = Table(title=f"actor-disjoint splits ({identity['model']}, distance < {identity['threshold']:g}): "
+                        f"{identity['identities']} identities in {identity['clips_with_a_face']} clips with a face")
+    for column in ("split", "clips before", "removed", "kept", "samples removed"):
+        table.add_column(column, justify="left" if column == "split" else "right")
+    for split, before in identity["clips_before"].items():
+        gone = identity["clips_removed"][split]
+        table.add_row(split, str(before), f"[red]{gone}" if gone else "0", str(before - gone),
+                      str(identity["samples_removed"][split]))
+    out_console.print(table)
+    largest = identity["largest_identity"]
+    out_console.print(f"largest identity: {largest['clips']} clips ("
+                      + ", ".join(f"{k} {v}" for k, v in largest["per_split"].items()) + f"); no clip is moved "
+                      f"between splits; per clip: {out / 'identities.csv'}")
