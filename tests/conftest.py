@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
 from ncaer.build.config import BuildConfig
 from ncaer.build.engine import run_build
+from ncaer.faces.detectors import create_detector
 from ncaer.generated.videos import CODECS, Actor, face_photos, make_clip, render_clip, write_video
 
 
@@ -180,3 +183,54 @@ def bad_corpus(tmp_path_factory, photos):
     with open(os.fsencode(happy) + b"/caf\xe9.avi", "wb") as f:  # a Latin-1 file name: not UTF-8
         f.write(good)
     return root
+
+
+def people() -> list[tuple[str, np.ndarray, tuple[int, int, int, int]]]:
+    spec = importlib.util.find_spec("insightface")
+    if spec is None:
+        pytest.skip("insightface's sample photos are not installed")
+    images = os.path.join(spec.submodule_search_locations[0], "data", "images")
+    found = []
+    detector = create_detector("centerface", device="cpu")
+    for name in ("t1.jpg", "Tom_Hanks_54745.png"):
+        image = cv2.cvtColor(cv2.imread(os.path.join(images, name)), cv2.COLOR_BGR2RGB)
+        for k, det in enumerate(detector.detect([image])[0]):
+            found.append((f"{name}#{k}", image, tuple(int(v) for v in det[:4])))
+    found += [(p.name, p.image, p.box) for p in face_photos()]
+    return found
+
+
+def portraits() -> list:
+    """The nine people as FacePhotos a generated clip can show (a margin around each face)."""
+    from ncaer.generated.videos import FacePhoto
+
+    out = []
+    for name, image, (x1, y1, x2, y2) in people():
+        w, h = x2 - x1, y2 - y1
+        cx1, cy1 = max(0, x1 - w // 2), max(0, y1 - h // 2)
+        cx2, cy2 = min(image.shape[1], x2 + w // 2), min(image.shape[0], y2 + h // 2)
+        out.append(FacePhoto(name, np.ascontiguousarray(image[cy1:cy2, cx1:cx2]),
+                             (x1 - cx1, y1 - cy1, x2 - cx1, y2 - cy1)))
+    return out
+
+
+# person, corpus split: people 0 and 1 in train and test, 2 in train and val, 6 in val and test, the others in
+# one split each; None: a clip with nobody in it
+CAST = [(p, "train") for p in range(6)] + [(0, "test"), (1, "test"), (2, "validation")] + \
+    [(p, "test") for p in (6, 7, 8)] + [(3, "train"), (4, "train"), (5, "train"), (6, "validation"), (None, "test")]
+SPLIT = {"train": "train", "validation": "val", "test": "test"}
+
+
+@pytest.fixture(scope="session")
+def actors_corpus(tmp_path_factory):
+    """The nine people in 19 generated clips (CAST); returns the corpus folder and each clip's person."""
+    root = tmp_path_factory.mktemp("actors")
+    faces = portraits()
+    truth = {}
+    for n, (person, split) in enumerate(CAST):
+        (root / split / "Happy").mkdir(parents=True, exist_ok=True)
+        rel = f"{split}/Happy/{n:03d}.avi"
+        cast = () if person is None else (Actor(faces[person], 90, (0.4, 0.5), (0.6, 0.5)),)
+        make_clip(root / rel, n_frames=20, size=(356, 200), actors=cast, seed=n)
+        truth[rel] = person
+    return root, truth

@@ -62,6 +62,18 @@ def test_the_ray_build_is_the_local_build(cluster, corpus, reference, tmp_path, 
     assert not (result.out / ".ncaer" / "tmp").exists()
 
 
+@pytest.mark.parametrize("actors", [None, 2])
+def test_group_by_identity_on_ray_is_the_local_build(cluster, actors_corpus, tmp_path, actors):
+    """Both Ray modes embed in the tasks that write the files, so the identity units come out the same."""
+    pytest.importorskip("dlib")
+    local = run_build(build_config(actors_corpus[0], tmp_path / "local", group_by="identity", classes=("Happy",)))
+    on_ray = run_build(ray_config(actors_corpus[0], tmp_path / "ray", group_by="identity", classes=("Happy",),
+                                  detector_actors=actors))
+    same_build(on_ray, local)
+    assert on_ray.summary["identity"] == local.summary["identity"]
+    assert on_ray.summary["counts"]["clips_removed_for_actor_disjointness"] == 4
+
+
 def test_bad_inputs_are_reported_as_the_local_engine_reports_them(cluster, bad_corpus, tmp_path):
     local = run_build(build_config(bad_corpus, tmp_path / "local"))
     on_ray = run_build(ray_config(bad_corpus, tmp_path / "ray"))
