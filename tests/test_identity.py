@@ -210,3 +210,38 @@ def test_actor_verification_names_an_identity_in_two_splits():
     verify_actor_disjoint(kept[:1] + [Subject("b", "test", "b", 5, [3.0, 0.0])], 0.5)
     with pytest.raises(LeakageError, match="identity 0 in test, train"):
         verify_actor_disjoint(kept, 0.5)
+
+
+def test_build_cli_prints_what_actor_disjointness_cost(actors_corpus, tmp_path):
+    from click.testing import CliRunner
+
+    from ncaer.cli import main
+
+    got = CliRunner().invoke(main, ["build", "--videos", str(actors_corpus[0]), "--out", str(tmp_path / "b"),
+                                    "--classes", "Happy", "--workers", "2", "--group-by", "identity"])
+    assert got.exit_code == 0, got.output
+    text = " ".join(got.output.split())
+    assert "actor-disjoint splits (dlib-resnet-v1, distance < 0.5)" in text
+    assert "9 identities in 16 clips with a face; largest identity: 2 clips" in text
+    assert "│ test │ 6 │ 3 │ 3 │ 15 │" in text
+
+
+def test_identity_options_and_a_missing_extra_are_clear_errors(actors_corpus, tmp_path, monkeypatch):
+    import sys
+
+    from click.testing import CliRunner
+
+    from ncaer.cli import main
+    from ncaer.identity.embed import load_embedder
+
+    args = ["build", "--videos", str(actors_corpus[0]), "--out", str(tmp_path / "b"), "--classes", "Happy"]
+    got = CliRunner().invoke(main, args + ["--identity-threshold", "0.4"])
+    assert got.exit_code == 1 and "options of --group-by identity" in got.output
+    monkeypatch.setitem(sys.modules, "dlib", None)
+    load_embedder.cache_clear()
+    try:
+        got = CliRunner().invoke(main, args + ["--group-by", "identity"])
+    finally:
+        load_embedder.cache_clear()
+    assert got.exit_code == 1 and 'pip install "ncaer[identity]"' in got.output, got.output
+    assert not (tmp_path / "b" / "images").exists()

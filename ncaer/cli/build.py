@@ -192,8 +192,7 @@ def _print_summary(result) -> None:
 
 def _print_identity_cost(identity: dict, out) -> None:
     """What actor-disjointness cost: clips per split before, removed, kept."""
-    table = Table(title=f"actor-disjoint splits ({identity['model']}, distance < {identity['threshold']:g}): "
-                        f"{identity['identities']} identities in {identity['clips_with_a_face']} clips with a face")
+    table = Table(title=f"actor-disjoint splits ({identity['model']}, distance < {identity['threshold']:g})")
     for column in ("split", "clips before", "removed", "kept", "samples removed"):
         table.add_column(column, justify="left" if column == "split" else "right")
     for split, before in identity["clips_before"].items():
@@ -202,6 +201,7 @@ def _print_identity_cost(identity: dict, out) -> None:
                       str(identity["samples_removed"][split]))
     out_console.print(table)
     largest = identity["largest_identity"]
-    out_console.print(f"largest identity: {largest['clips']} clips ("
+    out_console.print(f"{identity['identities']} identities in {identity['clips_with_a_face']} clips with a face; "
+                      f"largest identity: {largest['clips']} clips ("
                       + ", ".join(f"{k} {v}" for k, v in largest["per_split"].items()) + f"); no clip is moved "
                       f"between splits; per clip: {out / 'identities.csv'}")
