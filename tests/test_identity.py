@@ -245,3 +245,37 @@ def test_identity_options_and_a_missing_extra_are_clear_errors(actors_corpus, tm
         load_embedder.cache_clear()
     assert got.exit_code == 1 and 'pip install "ncaer[identity]"' in got.output, got.output
     assert not (tmp_path / "b" / "images").exists()
+
+
+def test_a_sample_the_model_cannot_embed_is_reported_and_the_check_goes_on(actors_corpus, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from ncaer.cli import main
+
+    built = identity_build(actors_corpus[0], tmp_path / "b")
+    lost = built.manifest[built.manifest["has_face"]].iloc[0]
+    (tmp_path / "b" / lost["image_path"]).unlink()
+    got = CliRunner().invoke(main, ["check-leakage", str(tmp_path / "b"), "--out", str(tmp_path / "r"),
+                                    "--identity"])
+    assert got.exit_code == 0, got.output
+    report = json.loads((tmp_path / "r" / "report.json").read_text())["identity"]
+    assert report["samples_not_embedded"] == 1
+    assert report["not_embedded"] == [{"image_path": lost["image_path"], "reason": "missing or unreadable"}]
+    assert report["samples_embedded"] == int(built.manifest["has_face"].sum()) - 1
+
+
+def test_a_missing_arcface_pack_stops_both_commands_before_any_work(corpus, reference, tmp_path):
+    from click.testing import CliRunner
+
+    from ncaer.cli import main
+
+    got = CliRunner().invoke(main, ["check-leakage", str(reference.out), "--out", str(tmp_path / "r"),
+                                    "--identity", "--identity-model", str(tmp_path / "nowhere")])
+    assert got.exit_code == 1 and "never downloads" in got.output, got.output
+    assert not (tmp_path / "r").exists()
+    got = CliRunner().invoke(main, ["build", "--videos", str(corpus[0]), "--out", str(tmp_path / "b"),
+                                    "--group-by", "identity", "--identity-model", "no_such_pack"])
+    assert got.exit_code == 1 and "ArcFace model 'no_such_pack' not found" in got.output, got.output
+    assert not (tmp_path / "b").exists()

@@ -36,11 +36,15 @@ from .common import console, default_workers, out_console
               help="Also check actors: cluster the clips' subjects by face identity (dlib, needs "
                    "pip install \"ncaer[identity]\") and report identities seen in more than one split "
                    "(identities.csv, identities.png). An ncaer build only (its manifest's face boxes).")
+@click.option("--identity-model", default="dlib", show_default=True,
+              help="--identity: dlib (ships with the extra), or ArcFace: an insightface model pack directory, a "
+                   "pack name under ~/.insightface/models, or its recognition .onnx (never downloaded).")
 @click.option("--identity-threshold", default=None, type=click.FloatRange(0, min_open=True),
-              help="Distance under which two clips' subjects are the same person [dlib: 0.5; see docs].")
+              help="Distance under which two clips' subjects are the same person [dlib 0.5, ArcFace 1.0; "
+                   "docs/check-leakage.md].")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 def check_leakage_cmd(dataset, out, threshold, dhash_threshold, region, embedding, weights, embedding_threshold,
-                      workers, fix_out, sheet_pairs, identity, identity_threshold, as_json):
+                      workers, fix_out, sheet_pairs, identity, identity_model, identity_threshold, as_json):
     """Check a static dataset for train/test leakage and show where it is.
 
     DATASET is an `ncaer build` output (manifest.parquet), the NCAER-S release layout
@@ -58,6 +62,7 @@ def check_leakage_cmd(dataset, out, threshold, dhash_threshold, region, embeddin
     from ncaer.leakage.fix import write_fix
     from ncaer.leakage.report import summary_dict, write_report
 
+    actor_model = _identity_model(dataset, identity_model) if identity else None  # before any work
     try:
         config = LeakConfig(threshold=threshold, dhash_threshold=dhash_threshold, region=region,
                             embedding=embedding or weights is not None, embedding_threshold=embedding_threshold,
@@ -74,7 +79,7 @@ def check_leakage_cmd(dataset, out, threshold, dhash_threshold, region, embeddin
         raise click.UsageError(str(e)) from e
     paths = write_report(report, out, sheet_pairs)
     removed = write_fix(report, fix_out) if fix_out else None
-    actors = _check_actors(dataset, out, identity_threshold) if identity else None
+    actors = _check_actors(dataset, out, actor_model, identity_threshold) if identity else None
     if as_json:
         summary = summary_dict(report)
         if actors is not None:
@@ -87,22 +92,27 @@ def check_leakage_cmd(dataset, out, threshold, dhash_threshold, region, embeddin
     raise SystemExit(1 if report.leaked or (actors is not None and actors[0].leaked) else 0)
 
 
-def _check_actors(dataset: Path, out: Path, threshold: float | None):
-    """The identity check on an ncaer build: embeddings, identities, report files."""
-    from rich.progress import Progress
-
-    from ncaer.dataset.manifest import read_manifest
-    from ncaer.identity.check import check_identities
-    from ncaer.identity.embed import DlibEmbedder, IdentityError
-    from ncaer.identity.report import write_identity_report
+def _identity_model(dataset: Path, model: str):
+    """The identity model, loaded; a dataset that is not an ncaer build or a missing model is a clear error."""
+    from ncaer.identity.embed import IdentityError, load_embedder
 
     if not (dataset / "manifest.parquet").is_file():
         raise click.UsageError(f"--identity needs an ncaer build (manifest.parquet with face boxes); "
                                f"{dataset} has none")
     try:
-        embedder = DlibEmbedder()
+        return load_embedder(model)
     except IdentityError as e:
         raise click.ClickException(str(e)) from e
+
+
+def _check_actors(dataset: Path, out: Path, embedder, threshold: float | None):
+    """The identity check on an ncaer build: embeddings, identities, report files."""
+    from rich.progress import Progress
+
+    from ncaer.dataset.manifest import read_manifest
+    from ncaer.identity.check import check_identities
+    from ncaer.identity.report import write_identity_report
+
     manifest = read_manifest(dataset)
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("identity embeddings", total=int(manifest["has_face"].sum()))
@@ -120,6 +130,10 @@ def _print_identity_summary(report, paths) -> None:
                 "test_samples_with_an_actor_seen_in_train"):
         table.add_row(key.replace("_", " "), str(c[key]))
     out_console.print(table)
+    for failure in report.not_embedded[:5]:
+        console.print(f"[yellow]not embedded[/] {failure['image_path']}: {failure['reason']}")
+    if len(report.not_embedded) > 5:
+        console.print(f"  ... {len(report.not_embedded) - 5} more (report.json)")
     out_console.print(f"identities: {paths['identities']}" + (f"; contact sheet: {paths['sheet']}"
                                                               if paths["sheet"] else ""))
     out_console.print("[red bold]ACTORS SHARED BETWEEN SPLITS[/]" if report.leaked

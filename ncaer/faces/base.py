@@ -64,10 +64,12 @@ def nms(dets: np.ndarray, iou_threshold: float) -> np.ndarray:
 
 
 def finish_boxes(dets: np.ndarray, geometry: Letterbox, frame_shape: tuple[int, ...], iou: float) -> np.ndarray:
-    """Map boxes back to frame pixels, clip to the frame, drop empty ones, suppress overlaps."""
+    """Map boxes (and landmarks after the score) back to frame pixels, clip boxes to the frame, drop empty
+    ones, suppress overlaps."""
     h, w = frame_shape[:2]
     dets = dets.astype(np.float32).copy()
     dets[:, :4] /= geometry.scale
+    dets[:, 5:] /= geometry.scale  # landmarks, where the detector gives them
     dets[:, [0, 2]] = np.clip(dets[:, [0, 2]], 0, w)
     dets[:, [1, 3]] = np.clip(dets[:, [1, 3]], 0, h)
     dets = dets[(dets[:, 2] - dets[:, 0] >= 1) & (dets[:, 3] - dets[:, 1] >= 1)]

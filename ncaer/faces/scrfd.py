@@ -49,7 +49,7 @@ class SCRFD(Detector):
     name = "scrfd"
 
     def __init__(self, model: str | None, device: str = "auto", det_size: int = 640, threshold: float = 0.5,
-                 nms_iou: float = 0.4):
+                 nms_iou: float = 0.4, keypoints: bool = False):
         self.model_path = find_scrfd_model(model)
         self.session = make_session(self.model_path, device)
         self.provider = self.session.get_providers()[0]
@@ -63,7 +63,10 @@ class SCRFD(Detector):
         layouts = {6: (3, 2, False), 9: (3, 2, True), 10: (5, 1, False), 15: (5, 1, True)}
         if n_out not in layouts:
             raise DetectorError(f"{self.model_path}: {n_out} outputs; not an SCRFD graph (expected 6, 9, 10 or 15)")
-        self.fmc, self.num_anchors, _ = layouts[n_out]
+        self.fmc, self.num_anchors, has_kps = layouts[n_out]
+        if keypoints and not has_kps:
+            raise DetectorError(f"{self.model_path}: this SCRFD graph has no landmark outputs")
+        self.keypoints = keypoints  # rows then carry the five landmarks (x, y) after the score
         self.strides = [8, 16, 32, 64, 128][: self.fmc]
         # batched: the graph's batch is free and its outputs keep it (else one run per frame)
         self.batched = (isinstance(inp.shape[0], str) or inp.shape[0] is None) and len(outputs[0].shape) == 3
@@ -97,6 +100,10 @@ class SCRFD(Detector):
                 raise DetectorError(f"{self.model_path}: output size does not match the input grid at stride {stride}")
             hit = scores >= self.threshold
             c, d = centres[hit], boxes[hit]
-            dets.append(np.stack([c[:, 0] - d[:, 0], c[:, 1] - d[:, 1], c[:, 0] + d[:, 2], c[:, 1] + d[:, 3],
-                                  scores[hit]], axis=1))
-        return np.concatenate(dets) if dets else np.zeros((0, 5), np.float32)
+            found = np.stack([c[:, 0] - d[:, 0], c[:, 1] - d[:, 1], c[:, 0] + d[:, 2], c[:, 1] + d[:, 3],
+                              scores[hit]], axis=1)
+            if self.keypoints:  # offsets from the anchor centre, in strides
+                kps = outputs[k + 2 * self.fmc].reshape(-1, 10)[hit] * stride + np.tile(c, 5)
+                found = np.concatenate([found, kps], axis=1)
+            dets.append(found)
+        return np.concatenate(dets) if dets else np.zeros((0, 15 if self.keypoints else 5), np.float32)

@@ -28,6 +28,7 @@ class IdentityReport:
     counts: dict
     model: str
     threshold: float
+    not_embedded: list[dict]  # image_path, reason: samples the model could not embed
     timings: dict = field(default_factory=dict)
 
     @property
@@ -39,16 +40,21 @@ def check_identities(manifest: pd.DataFrame, root: Path, embedder, threshold: fl
                      on_progress: Callable[[int, int], None] | None = None) -> IdentityReport:
     faces = manifest[manifest["has_face"]].reset_index(drop=True)
     started = time.perf_counter()
-    rows = []
+    rows, embedded, failed = [], [], []
     for i, row in enumerate(faces.itertuples()):
         image = cv2.imread(str(root / row.image_path))
-        if image is None:
-            raise FileNotFoundError(f"{root / row.image_path}: missing or unreadable")
         box = (int(row.face_x1), int(row.face_y1), int(row.face_x2), int(row.face_y2))
-        rows.append(embedder.embed(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), box))
+        try:
+            if image is None:
+                raise ValueError("missing or unreadable")
+            rows.append(embedder.embed(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), box))
+            embedded.append(i)
+        except Exception as e:  # noqa: BLE001 - one sample the model cannot take is reported, the check goes on
+            failed.append({"image_path": row.image_path, "reason": str(e)})
         if on_progress:
             on_progress(i + 1, len(faces))
     embed_s = time.perf_counter() - started
+    faces = faces.iloc[embedded].reset_index(drop=True)
     per_sample = np.stack(rows) if rows else np.zeros((0, embedder.dim), np.float32)
     names, subjects = subject_embeddings(per_sample, list(faces["video_id"]))
     ids = identities(subjects, threshold) if len(names) else np.zeros(0, int)
@@ -65,6 +71,7 @@ def check_identities(manifest: pd.DataFrame, root: Path, embedder, threshold: fl
     counts = {
         "samples_embedded": len(faces),
         "samples_without_face": int((~manifest["has_face"]).sum()),
+        "samples_not_embedded": len(failed),
         "clips": len(clips),
         "identities": int(clips["identity"].nunique()),
         "shared_identities": len(shared),
@@ -72,6 +79,6 @@ def check_identities(manifest: pd.DataFrame, root: Path, embedder, threshold: fl
         "test_samples": int((manifest["split"] == "test").sum()),
         "test_samples_with_an_actor_seen_in_train": int(test_ids.isin(train_ids).sum()),
     }
-    return IdentityReport(clips, shared, counts, embedder.name, threshold,
+    return IdentityReport(clips, shared, counts, embedder.name, threshold, failed,
                           {"embed_s": round(embed_s, 3),
                            "embeddings_per_s": round(len(faces) / embed_s, 2) if embed_s > 0 and len(faces) else None})

@@ -19,7 +19,8 @@ THUMB = 96
 
 def identity_summary(report: IdentityReport) -> dict:
     return {"model": report.model, "threshold": report.threshold, "shared": report.leaked, **report.counts,
-            "shared_identities_clips": report.shared.to_dict(orient="records"), "timings": report.timings}
+            "shared_identities_clips": report.shared.to_dict(orient="records"),
+            "not_embedded": report.not_embedded[:100], "timings": report.timings}
 
 
 def write_identity_report(report: IdentityReport, root: Path, out: Path, max_rows: int = 40) -> dict[str, Path]:
