@@ -223,7 +223,7 @@ SPLIT = {"train": "train", "validation": "val", "test": "test"}
 
 @pytest.fixture(scope="session")
 def actors_corpus(tmp_path_factory):
-    """The nine people in 19 generated clips (CAST); returns the corpus folder and each clip's person."""
+    """The nine people in 17 generated clips (CAST); returns the corpus folder and each clip's person."""
     root = tmp_path_factory.mktemp("actors")
     faces = portraits()
     truth = {}

@@ -134,3 +134,27 @@ def test_a_model_that_is_not_arcface_is_refused(pack):
     fake_scrfd(pack / "w600k_r50.onnx", [0, 0, 8, 8], np.zeros((5, 2)))  # a 64x64 input
     with pytest.raises(IdentityError, match="not an ArcFace model"):
         ArcFaceEmbedder(str(pack), device="cpu")
+
+
+def test_the_embedding_is_insightfaces_own(pack):
+    """insightface's reference pipeline (norm_crop on a BGR image, then ArcFaceONNX.get_feat, which swaps to
+    RGB) on the same landmarks gives the same unit vector; fed the wrong colour order, it does not."""
+    cv2 = pytest.importorskip("cv2")
+    face_align = pytest.importorskip("insightface.utils.face_align")
+    arcface_onnx = pytest.importorskip("insightface.model_zoo.arcface_onnx")
+    import onnxruntime
+
+    embedder = ArcFaceEmbedder(str(pack), device="cpu")
+    rgb = np.random.default_rng(3).integers(0, 256, (320, 320, 3), dtype=np.uint8)
+    rgb[..., 0] //= 4  # unequal channels: the colour order matters
+    path = str(pack / "w600k_r50.onnx")
+    reference = arcface_onnx.ArcFaceONNX(path, session=onnxruntime.InferenceSession(
+        path, providers=["CPUExecutionProvider"]))
+
+    def theirs(image):
+        feature = reference.get_feat(face_align.norm_crop(image, landmark=KPS.astype(np.float32))).ravel()
+        return feature / np.linalg.norm(feature)
+
+    ours = embedder.embed(rgb, BOX)
+    np.testing.assert_allclose(ours, theirs(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)), atol=1e-4)
+    assert np.abs(ours - theirs(rgb)).max() > 0.05

@@ -232,7 +232,7 @@ def test_identity_options_and_a_missing_extra_are_clear_errors(actors_corpus, tm
     from click.testing import CliRunner
 
     from ncaer.cli import main
-    from ncaer.identity.embed import load_embedder
+    from ncaer.identity.models import load_embedder
 
     args = ["build", "--videos", str(actors_corpus[0]), "--out", str(tmp_path / "b"), "--classes", "Happy"]
     got = CliRunner().invoke(main, args + ["--identity-threshold", "0.4"])
@@ -273,9 +273,54 @@ def test_a_missing_arcface_pack_stops_both_commands_before_any_work(corpus, refe
 
     got = CliRunner().invoke(main, ["check-leakage", str(reference.out), "--out", str(tmp_path / "r"),
                                     "--identity", "--identity-model", str(tmp_path / "nowhere")])
-    assert got.exit_code == 1 and "never downloads" in got.output, got.output
+    assert got.exit_code == 2 and "never downloads" in got.output, got.output
     assert not (tmp_path / "r").exists()
+    got = CliRunner().invoke(main, ["check-leakage", str(reference.out), "--out", str(tmp_path / "r"),
+                                    "--identity-model", str(tmp_path / "nowhere")])
+    assert got.exit_code == 2 and "options of --identity" in got.output, got.output
     got = CliRunner().invoke(main, ["build", "--videos", str(corpus[0]), "--out", str(tmp_path / "b"),
                                     "--group-by", "identity", "--identity-model", "no_such_pack"])
     assert got.exit_code == 1 and "ArcFace model 'no_such_pack' not found" in got.output, got.output
     assert not (tmp_path / "b").exists()
+
+
+def test_the_identity_check_of_a_build_without_any_embeddable_face_is_empty_not_a_crash(tmp_path):
+    import pandas as pd
+
+    from ncaer.identity.check import check_identities
+
+    class Refuses:
+        name, dim = "refuses", 3
+
+        def embed(self, image, box):
+            raise ValueError("no landmarks")
+
+    manifest = pd.DataFrame({"has_face": [True, False], "image_path": ["a.jpg", "b.jpg"], "video_id": ["v1", "v2"],
+                             "split": ["train", "test"], "label": ["A", "A"], "face_path": ["f.jpg", ""],
+                             **{c: pd.array([1, None], dtype="Int64") for c in ("face_x1", "face_y1")},
+                             **{c: pd.array([5, None], dtype="Int64") for c in ("face_x2", "face_y2")}})
+    (tmp_path / "a.jpg").write_bytes(cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes())
+    report = check_identities(manifest, tmp_path, Refuses(), 0.5)
+    assert not report.leaked and report.counts["clips"] == 0 and report.counts["samples_not_embedded"] == 1
+    assert report.not_embedded == [{"image_path": "a.jpg", "reason": "no landmarks"}]
+
+
+def test_a_face_the_model_cannot_embed_leaves_the_clip_in_its_identity(actors_corpus, tmp_path, monkeypatch):
+    """The first face embedded (test/Happy/006.avi, person 0, also in train) fails: the clip's other faces
+    still place it, so it is removed, and the failure is reported."""
+    from ncaer.identity.embed import DlibEmbedder
+
+    calls = []
+    embed = DlibEmbedder.embed
+
+    def first_fails(self, image, box):
+        calls.append(box)
+        if len(calls) == 1:
+            raise RuntimeError("dlib refused")
+        return embed(self, image, box)
+
+    monkeypatch.setattr(DlibEmbedder, "embed", first_fails)
+    built = identity_build(actors_corpus[0], tmp_path / "b", workers=0)
+    assert built.summary["identity"]["clips_removed"] == expected_removals()[0]
+    failed = built.failures[built.failures["reason"].str.contains("identity embedding failed")]
+    assert list(failed["source_path"]) == ["test/Happy/006.avi"] and "dlib refused" in failed["reason"].iloc[0]

@@ -39,15 +39,16 @@ class ActorSplit:
     removed: dict[str, str]  # key -> why the clip was left out
     summary: dict  # build.json's `identity` section: what actor-disjointness cost
 
-    def clips(self) -> pd.DataFrame:
-        """identities.csv: one row per clip that gave samples, with its identity, unit and fate."""
+    def clips(self, left_out: set[str]) -> pd.DataFrame:
+        """identities.csv: one row per clip that gave samples, with its identity, unit and whether it is in the
+        manifest (`left_out`: kept by the rule but not built in this run)."""
         return pd.DataFrame({
             "source_path": [s.key for s in self.subjects],
             "split": [s.split for s in self.subjects],
             "identity": pd.array([self.identity.get(s.key) for s in self.subjects], dtype="Int64"),
             "group": [self.unit[s.key] for s in self.subjects],
             "samples": [s.samples for s in self.subjects],
-            "kept": [s.key not in self.removed for s in self.subjects],
+            "kept": [s.key not in self.removed and s.key not in left_out for s in self.subjects],
         }).sort_values(["group", "source_path"], kind="stable")
 
 

@@ -69,9 +69,9 @@ class WorkerState:
         self.tmp_dir = tmp_dir
         self.detector, self.info = start_detector(config)
         if config.by_identity:  # a model that cannot load stops the build here, not at each clip
-            from ncaer.identity.embed import load_embedder
+            from ncaer.identity.models import load_embedder
 
-            load_embedder(config.identity_model)
+            load_embedder(config.identity_model, config.device)
 
 
 def start_detector(config: BuildConfig) -> tuple[Detector, dict]:
@@ -186,7 +186,7 @@ def write_clip(cfg: BuildConfig, tmp_dir: str, detector_name: str, job: ClipJob,
     result.seconds["write"] = time.perf_counter() - t2
     if cfg.by_identity and faces:
         t3 = time.perf_counter()
-        result.subject = _subject(cfg.identity_model, faces, result)
+        result.subject = _subject(cfg.identity_model, cfg.device, faces, result)
         result.seconds["identity"] = time.perf_counter() - t3
     result.used = bool(result.rows)
     if not result.used:
@@ -194,19 +194,24 @@ def write_clip(cfg: BuildConfig, tmp_dir: str, detector_name: str, job: ClipJob,
     return result
 
 
-def _subject(model: str, faces: list[tuple[bytes, tuple]], result: ClipResult) -> list[float] | None:
+def _subject(model: str, device: str, faces: list[tuple[bytes, tuple]], result: ClipResult) -> list[float] | None:
     """The clip's subject: the mean identity embedding of its faces, read back from the JPEG as written so
-    that `check-leakage --identity` on the build sees the same pixels. None when the model fails on it."""
-    from ncaer.identity.embed import load_embedder
+    that `check-leakage --identity` on the build sees the same pixels. A face the model cannot take is
+    reported and left out of the mean, as the check leaves it out; None when no face could be embedded."""
+    from ncaer.identity.models import load_embedder
 
-    embedder = load_embedder(model)
-    try:
-        vectors = [embedder.embed(cv2.cvtColor(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR),
-                                               cv2.COLOR_BGR2RGB), box) for jpeg, box in faces]
-    except Exception as e:  # noqa: BLE001 - the model's failure on this face is the clip's problem, reported
-        result.problems.append(f"identity embedding failed: {e}")
-        return None
-    return [float(v) for v in np.mean(vectors, axis=0, dtype=np.float32)]
+    embedder = load_embedder(model, device)
+    vectors = []
+    for jpeg, box in faces:
+        image = cv2.cvtColor(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        try:
+            vectors.append(embedder.embed(image, box))
+        except MemoryError:  # the machine, not the face: the rerun tries the clip again
+            result.retry = "out of memory while embedding a face"
+            return None
+        except Exception as e:  # noqa: BLE001 - the model's failure on this face is the clip's problem, reported
+            result.problems.append(f"identity embedding failed for the face at {tuple(box)}: {e}")
+    return [float(v) for v in np.mean(vectors, axis=0, dtype=np.float32)] if vectors else None
 
 
 def _write_sample(cfg: BuildConfig, tmp_dir: str, detector_name: str, job: ClipJob, pick, frame, box,

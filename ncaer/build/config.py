@@ -76,6 +76,8 @@ class BuildConfig:
         mismatch). The execution provider, which also moves boxes (TensorRT runs fp16), is known only once a
         worker has started; the build journal records and checks it."""
         content = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.RUNTIME_ONLY}
+        if not self.by_identity:  # builds without identities keep the fingerprint they had before these options
+            del content["identity_model"], content["identity_threshold"]
         content["classes"] = list(self.classes) if self.classes else None
         content["ncaer_version"] = ncaer.__version__
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]

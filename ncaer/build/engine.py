@@ -32,7 +32,8 @@ from ncaer.dataset.layout import SPLITS
 from ncaer.dataset.manifest import FILE_COLUMNS, to_frame, write_manifest
 from ncaer.faces.base import GPU_BATCH
 from ncaer.faces.runtime import CPU
-from ncaer.identity.embed import IdentityError, load_embedder
+from ncaer.identity.embed import IdentityError
+from ncaer.identity.models import model_info
 
 from .actors import ActorSplit, Subject, split_by_actor, verify_actor_disjoint
 from .clip import init_worker, process_clip
@@ -65,11 +66,15 @@ class BuildResult:
     worker_info: dict = field(default_factory=dict)
 
 
-def _failures(plan: Plan, records: list[dict], retry: dict[str, list[str]], removed: dict[str, str]) -> pd.DataFrame:
+def _failures(plan: Plan, records: list[dict], retry: dict[str, list[str]], removed: dict[str, dict]) -> pd.DataFrame:
+    """failures.csv; `removed`: the records of clips --group-by identity left out, by key."""
     rows = [(r.path, r.split, r.label, "scan", r.reason, "skipped") for r in plan.rejected]
     rows += [(c.clip.rel_path, c.clip.split, c.clip.label, "split", c.reason, "skipped") for c in plan.conflicts]
     by_key = {j.clip.rel_path: j.clip for j in plan.jobs}
-    rows += [(key, by_key[key].split, by_key[key].label, "split", reason, "skipped") for key, reason in removed.items()]
+    for key, rec in removed.items():
+        clip = by_key[key]
+        rows.append((key, clip.split, clip.label, "split", rec["withdrawn"], "skipped"))
+        rows += [(key, clip.split, clip.label, "clip", problem, "skipped") for problem in rec["problems"]]
     for key, problems in retry.items():
         clip = by_key[key]
         rows += [(clip.rel_path, clip.split, clip.label, "clip", problem, "retry") for problem in problems]
@@ -132,19 +137,19 @@ def _split_by_actor(config: BuildConfig, out: Path, journal: Journal, plan: Plan
     A removed clip keeps its journal record, marked withdrawn before its files are deleted, so a rerun does
     not redo it. Only a changed corpus can bring a withdrawn clip back (adding clips only merges units, which
     removes more); its record is then dropped and the clip left to the rerun, since its files are gone."""
-    embedder = load_embedder(config.identity_model)
+    name, default_threshold = model_info(config.identity_model)
     by_key = {j.clip.rel_path: j.clip for j in plan.jobs}
     used = [r for r in records if r["used"]]
     subjects = [Subject(r["key"], by_key[r["key"]].split, by_key[r["key"]].group, len(r["rows"]), r.get("subject"))
                 for r in used]
-    actors = split_by_actor(subjects, config.identity_threshold or embedder.threshold, embedder.name)
+    actors = split_by_actor(subjects, config.identity_threshold or default_threshold, name)
     for r in used:
         if r["key"] in actors.removed and not r.get("withdrawn"):
             journal.add(dict(r, withdrawn=actors.removed[r["key"]]))
         elif r["key"] not in actors.removed and r.get("withdrawn"):
             journal.forget(r["key"])
-            retry[r["key"]] = ["left out by --group-by identity in an earlier run and now kept (the corpus changed); "
-                               "its files were deleted: run the same command again to build it"]
+            retry[r["key"]] = ["left out by --group-by identity in an earlier run and now kept (the corpus or --limit "
+                               "changed); its files were deleted: run the same command again to build it"]
     journal.commit()  # withdrawn before deleted: a build killed in between deletes them again on the rerun
     for r in used:
         if r["key"] in actors.removed:
@@ -188,7 +193,7 @@ def run_build(
             raise BuildError(f"--strict: {len(fatal)} unusable input(s), first: {fatal[0].path}: {fatal[0].reason}")
     if config.by_identity:  # before any clip: a model that cannot load would fail every one
         try:
-            load_embedder(config.identity_model)
+            model_info(config.identity_model)
         except IdentityError as e:
             raise BuildError(str(e)) from e
     out = Path(config.out)
@@ -264,7 +269,8 @@ def _locked_build(config: BuildConfig, overwrite: bool, plan: Plan, on_progress,
         jobs_seconds = time.time() - jobs_started
         records = [journal.records[j.clip.rel_path] for j in plan.jobs if j.clip.rel_path in journal.records]
         actors = _split_by_actor(config, out, journal, plan, records, retry) if config.by_identity else None
-    removed = actors.removed if actors else {}
+    removed = {r["key"]: dict(r, withdrawn=actors.removed[r["key"]]) for r in records
+               if actors and r["key"] in actors.removed}
     records = [r for r in records if r["key"] not in removed and r["key"] not in retry]
     manifest = to_frame([dict(row, group=actors.unit[rec["key"]]) if actors else row
                          for rec in records for row in rec["rows"]])
@@ -276,7 +282,7 @@ def _locked_build(config: BuildConfig, overwrite: bool, plan: Plan, on_progress,
     if actors:
         verify_actor_disjoint([s for s in actors.subjects if s.key not in removed and s.key not in retry],
                               actors.summary["threshold"])
-        write_csv(actors.clips(), out / "identities.csv")
+        write_csv(actors.clips(left_out=set(retry)), out / "identities.csv")
     failures = _failures(plan, records, retry, removed)
     write_manifest(manifest, out)
     write_csv(failures, out / "failures.csv")

@@ -45,6 +45,9 @@ def plan_build(config: BuildConfig) -> Plan:
     """Scan the corpus and decide which clips go where, without decoding anything."""
     corpus = scan(config.videos, config.classes)
     # identity units are known only once faces are found (build.actors); until then the unit is the video
+    if config.by_identity and corpus.kind == "csv" and any("identity" in row for row in corpus.csv_columns.values()):
+        raise ValueError("--group-by identity groups clips by the faces they show, but this CSV also has an "
+                         "'identity' column: rename the column to group by it instead")
     clips, group_warnings = assign_groups(corpus, None if config.by_identity else config.group_by)
     rejected = list(corpus.rejected)
     prints = {}

@@ -149,10 +149,11 @@ def _node_view(out: str, token_name: str, token: str, probe: str, identity_model
     if not os.access(probe, os.R_OK):
         view["problems"].append(f"cannot read the corpus file {probe}")
     if identity_model:
-        from ncaer.identity.embed import IdentityError, load_embedder
+        from ncaer.identity.embed import IdentityError
+        from ncaer.identity.models import load_embedder
 
         try:
-            load_embedder(identity_model)
+            load_embedder(identity_model, "cpu")
         except IdentityError as e:
             view["problems"].append(str(e))
     return view

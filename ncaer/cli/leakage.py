@@ -62,6 +62,8 @@ def check_leakage_cmd(dataset, out, threshold, dhash_threshold, region, embeddin
     from ncaer.leakage.fix import write_fix
     from ncaer.leakage.report import summary_dict, write_report
 
+    if not identity and (identity_model != "dlib" or identity_threshold is not None):
+        raise click.UsageError("--identity-model and --identity-threshold are options of --identity")
     actor_model = _identity_model(dataset, identity_model) if identity else None  # before any work
     try:
         config = LeakConfig(threshold=threshold, dhash_threshold=dhash_threshold, region=region,
@@ -94,15 +96,16 @@ def check_leakage_cmd(dataset, out, threshold, dhash_threshold, region, embeddin
 
 def _identity_model(dataset: Path, model: str):
     """The identity model, loaded; a dataset that is not an ncaer build or a missing model is a clear error."""
-    from ncaer.identity.embed import IdentityError, load_embedder
+    from ncaer.identity.embed import IdentityError
+    from ncaer.identity.models import load_embedder
 
     if not (dataset / "manifest.parquet").is_file():
         raise click.UsageError(f"--identity needs an ncaer build (manifest.parquet with face boxes); "
                                f"{dataset} has none")
     try:
         return load_embedder(model)
-    except IdentityError as e:
-        raise click.ClickException(str(e)) from e
+    except IdentityError as e:  # exit 2, a usage error: 1 would read as "leakage found"
+        raise click.UsageError(str(e)) from e
 
 
 def _check_actors(dataset: Path, out: Path, embedder, threshold: float | None):

@@ -97,7 +97,7 @@ class ArcFaceEmbedder:
 
     def __init__(self, model: str, device: str = "auto"):
         recognition, detector = find_arcface_models(model)
-        self.name = f"arcface-{Path(recognition).stem}"
+        self.name = f"arcface-{Path(recognition).stem}"  # as embed.model_info names it
         try:
             self.session = make_session(recognition, device)
             self.detector = SCRFD(detector, device, LANDMARK_DET_SIZE, keypoints=True)
@@ -110,6 +110,12 @@ class ArcFaceEmbedder:
         self.input_name = inp.name
         self.mean, self.std = _input_normalisation(recognition)
         self.dim = int(self.session.get_outputs()[0].shape[-1])
+
+    def warm_up(self) -> None:
+        """Run both networks once, so that a GPU provider builds its engines (TensorRT: minutes) before the
+        first face (embed.load_embedder calls it)."""
+        self.detector.warm_up()
+        self.session.run(None, {self.input_name: np.zeros((1, 3, 112, 112), np.float32)})
 
     def landmarks(self, image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
         """The five landmarks (5, 2) of the face in `box`, in image pixels."""

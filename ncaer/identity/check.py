@@ -59,11 +59,12 @@ def check_identities(manifest: pd.DataFrame, root: Path, embedder, threshold: fl
     names, subjects = subject_embeddings(per_sample, list(faces["video_id"]))
     ids = identities(subjects, threshold) if len(names) else np.zeros(0, int)
     first = faces.groupby("video_id", sort=False).first()
-    clips = pd.DataFrame({"video_id": names, "identity": ids})
+    clips = pd.DataFrame({"video_id": pd.Series(names, dtype="string"), "identity": np.asarray(ids, np.int64)})
     clips = clips.join(first[["split", "label", "face_path"]], on="video_id")
     clips["samples"] = clips["video_id"].map(faces.groupby("video_id").size())
-    per_split = clips.pivot_table(index="identity", columns="split", values="video_id", aggfunc="count",
-                                  fill_value=0).reindex(columns=list(SPLITS), fill_value=0)
+    per_split = (pd.crosstab(clips["identity"], clips["split"]) if len(clips) else
+                 pd.DataFrame(index=pd.Index([], dtype=np.int64, name="identity"))).reindex(columns=list(SPLITS),
+                                                                                           fill_value=0)
     shared = per_split[(per_split > 0).sum(axis=1) > 1].reset_index()
     train_ids = set(clips.loc[clips["split"] == "train", "identity"])
     test_faces = faces[faces["split"] == "test"]

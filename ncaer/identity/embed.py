@@ -15,7 +15,6 @@ means are at most 0.25 apart and two different people 0.57, which 0.6 merged.
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import os
 
@@ -66,13 +65,3 @@ class DlibEmbedder:
         image = np.ascontiguousarray(image)
         shape = self._shape(image, self._dlib.rectangle(*(int(v) for v in box)))
         return np.asarray(self._net.compute_face_descriptor(image, shape, 0), dtype=np.float32)
-
-
-@functools.lru_cache(maxsize=2)
-def load_embedder(model: str = "dlib"):
-    """The identity model, loaded once per process (build workers embed every clip they write)."""
-    if model == "dlib":
-        return DlibEmbedder()
-    from .arcface import ArcFaceEmbedder
-
-    return ArcFaceEmbedder(model)
