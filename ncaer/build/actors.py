@@ -19,7 +19,7 @@ import pandas as pd
 from ncaer.dataset.layout import SPLITS
 from ncaer.identity.cluster import identities
 
-from .units import LeakageError
+from .units import LeakageError, UnitJoin, earliest_split
 
 
 @dataclass(frozen=True)
@@ -52,34 +52,24 @@ class ActorSplit:
         }).sort_values(["group", "source_path"], kind="stable")
 
 
+def _identities(subjects: list[Subject], threshold: float) -> dict[str, int]:
+    """Identity number of each clip with a subject (connected components under the threshold)."""
+    with_face = [s for s in subjects if s.embedding is not None]
+    if not with_face:
+        return {}
+    ids = identities(np.array([s.embedding for s in with_face], np.float64), threshold)
+    return {s.key: int(i) for s, i in zip(with_face, ids)}
+
+
 def split_by_actor(subjects: list[Subject], threshold: float, model: str) -> ActorSplit:
     """Identity units and the clips the earliest-split rule removes."""
-    with_face = [s for s in subjects if s.embedding is not None]
-    ids = identities(np.array([s.embedding for s in with_face], np.float64), threshold) if with_face else []
-    identity = {s.key: int(i) for s, i in zip(with_face, ids)}
-
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
+    identity = _identities(subjects, threshold)
+    units = UnitJoin()
     for s in subjects:
-        a = find("group:" + s.group)
         if s.key in identity:
-            b = find(f"identity:{identity[s.key]}")
-            if a != b:
-                parent[max(a, b)] = min(a, b)
-    root = {s.key: find("group:" + s.group) for s in subjects}
-    order = {split: i for i, split in enumerate(SPLITS)}
-    first_split: dict[str, str] = {}
-    for s in subjects:
-        r = root[s.key]
-        if r not in first_split or order[s.split] < order[first_split[r]]:
-            first_split[r] = s.split
+            units.join("group:" + s.group, f"identity:{identity[s.key]}")
+    root = {s.key: units.find("group:" + s.group) for s in subjects}
+    first_split = earliest_split((root[s.key], s.split) for s in subjects)
 
     # units holding a face are named actor-NNNN in the order of their first clip; the others keep their group
     with_identity = {root[k] for k in identity}
@@ -127,13 +117,10 @@ def _summary(subjects: list[Subject], identity: dict[str, int], removed: dict[st
 
 def verify_actor_disjoint(subjects: list[Subject], threshold: float) -> None:
     """Raise LeakageError unless every identity among the kept clips lies in one split."""
-    with_face = [s for s in subjects if s.embedding is not None]
-    if not with_face:
-        return
-    ids = identities(np.array([s.embedding for s in with_face], np.float64), threshold)
+    split_of = {s.key: s.split for s in subjects}
     splits: dict[int, set[str]] = {}
-    for s, i in zip(with_face, ids):
-        splits.setdefault(int(i), set()).add(s.split)
+    for key, i in _identities(subjects, threshold).items():
+        splits.setdefault(i, set()).add(split_of[key])
     shared = {i: sorted(v) for i, v in splits.items() if len(v) > 1}
     if shared:
         examples = "; ".join(f"identity {i} in {', '.join(v)}" for i, v in list(shared.items())[:10])

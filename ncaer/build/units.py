@@ -83,6 +83,35 @@ class Conflict:
     reason: str
 
 
+class UnitJoin:
+    """Union-find over split-unit names: units joined here are one unit (its name: the smallest joined)."""
+
+    def __init__(self):
+        self._parent: dict[str, str] = {}
+
+    def find(self, x: str) -> str:
+        self._parent.setdefault(x, x)
+        while self._parent[x] != x:
+            self._parent[x] = self._parent[self._parent[x]]
+            x = self._parent[x]
+        return x
+
+    def join(self, a: str, b: str) -> None:
+        a, b = self.find(a), self.find(b)
+        if a != b:
+            self._parent[max(a, b)] = min(a, b)
+
+
+def earliest_split(unit_splits) -> dict[str, str]:
+    """The first split (train, then val, then test) of each unit, from (unit, split) pairs."""
+    order = {s: i for i, s in enumerate(SPLITS)}
+    first: dict[str, str] = {}
+    for unit, split in unit_splits:
+        if unit not in first or order[split] < order[first[unit]]:
+            first[unit] = split
+    return first
+
+
 def resolve_conflicts(clips: list[Clip], fingerprints: dict[str, str]) -> tuple[list[Clip], list[Conflict]]:
     """Keep every split unit in its earliest split only.
 
@@ -90,39 +119,23 @@ def resolve_conflicts(clips: list[Clip], fingerprints: dict[str, str]) -> tuple[
     (`fingerprints`: rel_path -> fingerprint), so a copy of a training video in
     the test folder is caught whatever its name.
     """
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
+    units = UnitJoin()
     by_print: dict[str, str] = {}
     for c in clips:
-        find(c.group)
+        units.find(c.group)
         fp = fingerprints.get(c.rel_path)
         if fp is None:
             continue
         if fp in by_print:
-            a, b = find(by_print[fp]), find(c.group)
-            if a != b:
-                parent[max(a, b)] = min(a, b)
+            units.join(by_print[fp], c.group)
         else:
             by_print[fp] = c.group
 
-    order = {s: i for i, s in enumerate(SPLITS)}
-    first_split: dict[str, str] = {}
-    for c in clips:
-        unit = find(c.group)
-        if unit not in first_split or order[c.split] < order[first_split[unit]]:
-            first_split[unit] = c.split
-
+    first_split = earliest_split((units.find(c.group), c.split) for c in clips)
     group_splits = {(c.group, c.split) for c in clips}
     kept, conflicts = [], []
     for c in clips:
-        unit = find(c.group)
+        unit = units.find(c.group)
         if c.split == first_split[unit]:
             kept.append(c)
             continue

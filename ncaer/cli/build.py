@@ -8,7 +8,7 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .common import console, default_workers, out_console
+from .common import console, default_workers, identity_options, out_console
 
 
 @click.command()
@@ -44,12 +44,7 @@ from .common import console, default_workers, out_console
               help="Widen the split unit: a CSV column name, a regex on the corpus-relative path (first capture "
                    "group, else the match), or 'identity': the clips of one person are one unit, so the splits "
                    "become actor-disjoint (needs pip install \"ncaer[identity]\"; docs/build.md).")
-@click.option("--identity-model", default="dlib", show_default=True,
-              help="--group-by identity: dlib (ships with the extra), or ArcFace: an insightface model pack "
-                   "directory, a pack name under ~/.insightface/models, or its recognition .onnx.")
-@click.option("--identity-threshold", default=None, type=click.FloatRange(0, min_open=True),
-              help="--group-by identity: embedding distance under which two clips show the same person "
-                   "[dlib 0.5, ArcFace 1.0; docs/build.md].")
+@identity_options("--group-by identity", "docs/build.md")
 @click.option("--classes", default=None,
               help="Comma-separated class names in label-id order [CAER's seven, or the CSV's labels sorted].")
 @click.option("--workers", default=default_workers, show_default="CPU count", type=click.IntRange(0),

@@ -1,4 +1,5 @@
-"""What the command modules share: the consoles, the default worker count, and a parameter type."""
+"""What the command modules share: the consoles, the default worker count, a parameter type and the identity
+model's options."""
 
 from __future__ import annotations
 
@@ -29,3 +30,17 @@ class InverseTemperature(click.ParamType):
         if not math.isfinite(number) or number < 0:
             self.fail(f"{value!r}: a finite number >= 0 (0 pools by the mean)", param, ctx)
         return number
+
+
+def identity_options(used_with: str, doc: str):
+    """--identity-model and --identity-threshold (build and check-leakage), options of `used_with`."""
+    def decorate(command):
+        command = click.option(
+            "--identity-threshold", default=None, type=click.FloatRange(0, min_open=True),
+            help=f"{used_with}: embedding distance under which two clips show the same person "
+                 f"[dlib 0.5, ArcFace 1.0; {doc}].")(command)
+        return click.option(
+            "--identity-model", default="dlib", show_default=True,
+            help=f"{used_with}: dlib (ships with the extra), or ArcFace: an insightface model pack directory, a "
+                 "pack name under ~/.insightface/models, or its recognition .onnx (never downloaded).")(command)
+    return decorate

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from .common import console, default_workers, out_console
+from .common import console, default_workers, identity_options, out_console
 
 
 @click.command("check-leakage")
@@ -36,12 +36,7 @@ from .common import console, default_workers, out_console
               help="Also check actors: cluster the clips' subjects by face identity (dlib, needs "
                    "pip install \"ncaer[identity]\") and report identities seen in more than one split "
                    "(identities.csv, identities.png). An ncaer build only (its manifest's face boxes).")
-@click.option("--identity-model", default="dlib", show_default=True,
-              help="--identity: dlib (ships with the extra), or ArcFace: an insightface model pack directory, a "
-                   "pack name under ~/.insightface/models, or its recognition .onnx (never downloaded).")
-@click.option("--identity-threshold", default=None, type=click.FloatRange(0, min_open=True),
-              help="Distance under which two clips' subjects are the same person [dlib 0.5, ArcFace 1.0; "
-                   "docs/check-leakage.md].")
+@identity_options("--identity", "docs/check-leakage.md")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 def check_leakage_cmd(dataset, out, threshold, dhash_threshold, region, embedding, weights, embedding_threshold,
                       workers, fix_out, sheet_pairs, identity, identity_model, identity_threshold, as_json):
